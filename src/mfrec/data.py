@@ -1,0 +1,530 @@
+"""The one way data enters mfrec: :class:`Vocabulary` and :class:`Ratings`.
+
+A :class:`Ratings` object holds observed (user, item, rating) triples as a CSR matrix by user and
+a CSC matrix by item (int32 indices, float32 values), plus two vocabularies that map raw ids (any
+hashable) to the contiguous indices the models see. Users are rows, items are columns, everywhere.
+"""
+from __future__ import annotations
+
+import numbers
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+__all__ = ["Vocabulary", "Ratings", "as_ratings", "DUPLICATE_POLICIES"]
+
+DUPLICATE_POLICIES = ("error", "mean", "last", "sum")
+
+
+class Vocabulary:
+    """Bidirectional map between raw ids and contiguous indices ``0..n-1``.
+
+    Parameters
+    ----------
+    ids : array-like of shape (n,)
+        The raw ids, in index order. Must be unique.
+    name : str, default="id"
+        What the ids are ("user" or "item"); used in error messages.
+
+    Notes
+    -----
+    An *identity* vocabulary (ids ``0..n-1``, as built for dense and sparse matrices) looks ids up
+    without hashing.
+    """
+
+    def __init__(self, ids, *, name="id"):
+        ids = np.asarray(ids)
+        if ids.ndim != 1:
+            raise ValueError(f"{name} ids must be one-dimensional, got shape {ids.shape}")
+        self.ids = ids
+        self.name = name
+        self._index = None
+        self._identity = bool(
+            ids.dtype.kind in "iu" and (ids.size == 0 or (ids[0] == 0 and ids[-1] == ids.size - 1
+                                                          and np.all(np.diff(ids) == 1))))
+        if not self._identity and pd.Index(ids).has_duplicates:
+            raise ValueError(f"{name} ids must be unique")
+
+    @classmethod
+    def identity(cls, n, *, name="id"):
+        """Vocabulary whose ids are the indices ``0..n-1`` themselves."""
+        return cls(np.arange(n, dtype=np.int64), name=name)
+
+    def __len__(self):
+        return int(self.ids.size)
+
+    def __eq__(self, other):
+        return isinstance(other, Vocabulary) and len(self) == len(other) and bool(
+            np.all(self.ids == other.ids))
+
+    def __repr__(self):
+        return f"Vocabulary({self.name}, n={len(self)})"
+
+    @property
+    def is_identity(self):
+        return self._identity
+
+    def _pd_index(self):
+        if self._index is None:
+            self._index = pd.Index(self.ids)
+        return self._index
+
+    def lookup(self, raw, *, unknown="error"):
+        """Indices of raw ids.
+
+        Parameters
+        ----------
+        raw : scalar or array-like of shape (m,)
+            Raw ids.
+        unknown : {"error", "mask"}, default="error"
+            ``"error"`` raises ``KeyError`` naming the first unknown ids; ``"mask"`` returns -1 for
+            them.
+
+        Returns
+        -------
+        ndarray of int64, shape (m,)
+        """
+        arr = _as_id_array(raw)
+        if self._identity and arr.dtype.kind in "iu":
+            idx = arr.astype(np.int64, copy=True)
+            idx[(idx < 0) | (idx >= len(self))] = -1
+        elif self._identity and arr.dtype.kind == "f" and np.all(np.isfinite(arr)) \
+                and np.all(arr == np.round(arr)):
+            idx = arr.astype(np.int64)
+            idx[(idx < 0) | (idx >= len(self))] = -1
+        else:
+            idx = self._pd_index().get_indexer(arr).astype(np.int64)
+        if unknown == "error":
+            bad = idx < 0
+            if bad.any():
+                first = arr[bad][:5].tolist()
+                raise KeyError(f"unknown {self.name} id(s) {first} ({int(bad.sum())} of {arr.size}"
+                               f" not seen in training; {len(self)} known {self.name}s)")
+        elif unknown != "mask":
+            raise ValueError(f"unknown must be 'error' or 'mask', got {unknown!r}")
+        return idx
+
+    def to_ids(self, index):
+        """Raw ids of indices (array-like of int)."""
+        return self.ids[np.asarray(index, dtype=np.int64)]
+
+
+def _as_id_array(raw):
+    if isinstance(raw, (str, bytes)) or not hasattr(raw, "__len__"):
+        raw = [raw]
+    if isinstance(raw, (pd.Series, pd.Index)):
+        return raw.to_numpy()
+    arr = np.asarray(raw)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise ValueError(f"ids must be a scalar or one-dimensional, got shape {arr.shape}")
+    return arr
+
+
+def _check_values(values, name="ratings"):
+    values = np.asarray(values)
+    if values.dtype.kind not in "biuf":
+        try:
+            values = values.astype(np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be numeric, got dtype {values.dtype}") from None
+    bad = ~np.isfinite(values)
+    if bad.any():
+        pos = np.flatnonzero(bad)[:5].tolist()
+        raise ValueError(f"{name} must be finite: {int(bad.sum())} NaN/inf value(s), first at "
+                         f"position(s) {pos} (values {values[pos].tolist()})")
+    return values.astype(np.float32, copy=False)
+
+
+def _check_index_array(a, name, n=None):
+    a = np.asarray(a)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {a.shape}")
+    if a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
+            bad = a[~np.isfinite(a) | (a != np.round(a))][:5].tolist()
+            raise ValueError(f"{name} must hold integer indices, got non-integer values {bad}")
+    elif a.dtype.kind not in "iub":
+        raise TypeError(f"{name} must hold integer indices, got dtype {a.dtype}; use "
+                        f"Ratings.from_ids for raw (hashable) ids")
+    a = a.astype(np.int64, copy=False)
+    if a.size and a.min() < 0:
+        raise ValueError(f"{name} must be non-negative indices, got {a[a < 0][:5].tolist()}")
+    if n is not None and a.size and a.max() >= n:
+        raise ValueError(f"{name} index {int(a.max())} is out of range for size {n}")
+    return a
+
+
+class Ratings:
+    """Observed ratings (or interaction strengths) with user and item vocabularies.
+
+    Build one with a ``from_*`` constructor or :func:`as_ratings`; every model's ``fit`` calls
+    :func:`as_ratings` on what it is given.
+
+    Parameters
+    ----------
+    users, items : ndarray of int, shape (nnz,)
+        Row (user) and column (item) indices of the observed entries.
+    values : ndarray of float, shape (nnz,)
+        The ratings.
+    user_vocab, item_vocab : Vocabulary
+        Raw ids of the rows and columns.
+    timestamps : ndarray of shape (nnz,), optional
+        Time of each rating (any orderable numbers).
+    duplicates : {"error", "mean", "last", "sum"}, default="error"
+        What to do with repeated (user, item) pairs: raise showing the first ones, or keep their
+        mean, the last one given, or their sum.
+
+    Attributes
+    ----------
+    csr : scipy.sparse.csr_matrix of shape (n_users, n_items)
+        float32 values, int32 indices, sorted indices.
+    csc : scipy.sparse.csc_matrix of shape (n_users, n_items)
+        The same matrix by item (built on first use).
+    user_vocab, item_vocab : Vocabulary
+    timestamps : ndarray of shape (nnz,) or None
+        Aligned with the CSR order of the entries.
+    """
+
+    def __init__(self, users, items, values, *, user_vocab, item_vocab, timestamps=None,
+                 duplicates="error"):
+        if duplicates not in DUPLICATE_POLICIES:
+            raise ValueError(f"duplicates must be one of {DUPLICATE_POLICIES}, got {duplicates!r}")
+        n_users, n_items = len(user_vocab), len(item_vocab)
+        users = _check_index_array(users, "users", n_users)
+        items = _check_index_array(items, "items", n_items)
+        values = _check_values(values)
+        if not (users.size == items.size == values.size):
+            raise ValueError(f"users, items and ratings must have the same length, got "
+                             f"{users.size}, {items.size} and {values.size}")
+        if timestamps is not None:
+            timestamps = np.asarray(timestamps)
+            if timestamps.shape != values.shape:
+                raise ValueError(f"timestamps must have length {values.size}, got shape "
+                                 f"{timestamps.shape}")
+        if values.size == 0:
+            raise ValueError("ratings are empty: at least one observed rating is needed")
+        key = users * n_items + items
+        order = np.argsort(key, kind="stable")
+        key = key[order]
+        dup = key[1:] == key[:-1]
+        if dup.any():
+            if duplicates == "error":
+                where = order[np.flatnonzero(dup)[:5]]
+                pairs = list(zip(user_vocab.ids[users[where]].tolist(),
+                                 item_vocab.ids[items[where]].tolist()))
+                raise ValueError(
+                    f"duplicate (user, item) pairs: {int(dup.sum())} repeated, first {pairs}; "
+                    f"pass duplicates='mean', 'last' or 'sum' to combine them")
+            starts = np.flatnonzero(np.r_[True, ~dup])
+            vals = values[order]
+            if duplicates == "sum":
+                merged = np.add.reduceat(vals.astype(np.float64), starts)
+            elif duplicates == "mean":
+                merged = np.add.reduceat(vals.astype(np.float64), starts) / np.diff(
+                    np.r_[starts, vals.size])
+            else:  # "last": the last one given, in input order (sort was stable)
+                ends = np.r_[starts[1:], vals.size] - 1
+                merged = vals[ends]
+            pick = starts if duplicates != "last" else np.r_[starts[1:], vals.size] - 1
+            sel = order[pick]
+            users, items = users[sel], items[sel]
+            values = merged.astype(np.float32)
+            if timestamps is not None:
+                ends = np.r_[starts[1:], key.size] - 1
+                timestamps = np.asarray(timestamps)[order[ends]]
+        else:
+            users, items, values = users[order], items[order], values[order]
+            if timestamps is not None:
+                timestamps = timestamps[order]
+        indptr = np.zeros(n_users + 1, dtype=np.int64)
+        np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
+        idx_dtype = np.int32 if values.size < 2**31 else np.int64
+        self.csr = sp.csr_matrix((values, items.astype(idx_dtype), indptr.astype(idx_dtype)),
+                                 shape=(n_users, n_items))
+        self.csr.has_sorted_indices = True
+        self.user_vocab = user_vocab
+        self.item_vocab = item_vocab
+        self.timestamps = timestamps
+        self._csc = None
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_indices(cls, users, items, ratings, *, shape=None, timestamps=None,
+                     duplicates="error"):
+        """From integer index arrays; ids are the indices themselves.
+
+        Parameters
+        ----------
+        users, items : array-like of int, shape (nnz,)
+            Non-negative indices.
+        ratings : array-like of float, shape (nnz,)
+        shape : (int, int), optional
+            (n_users, n_items); default one past the largest index.
+        """
+        users = _check_index_array(users, "users")
+        items = _check_index_array(items, "items")
+        if shape is None:
+            shape = (int(users.max()) + 1 if users.size else 0,
+                     int(items.max()) + 1 if items.size else 0)
+        if len(shape) != 2 or any(int(s) < 0 for s in shape):
+            raise ValueError(f"shape must be (n_users, n_items), got {shape!r}")
+        return cls(users, items, ratings, user_vocab=Vocabulary.identity(int(shape[0]), name="user"),
+                   item_vocab=Vocabulary.identity(int(shape[1]), name="item"),
+                   timestamps=timestamps, duplicates=duplicates)
+
+    @classmethod
+    def from_ids(cls, users, items, ratings, *, timestamps=None, duplicates="error",
+                 user_vocab=None, item_vocab=None):
+        """From raw ids of any hashable type; vocabularies are the sorted distinct ids.
+
+        Parameters
+        ----------
+        users, items : array-like of shape (nnz,)
+            Raw ids.
+        ratings : array-like of float, shape (nnz,)
+        user_vocab, item_vocab : Vocabulary, optional
+            Use these vocabularies instead of building new ones (ids they do not hold raise
+            ``KeyError``).
+        """
+        uidx, user_vocab = _encode(users, user_vocab, "user")
+        iidx, item_vocab = _encode(items, item_vocab, "item")
+        return cls(uidx, iidx, ratings, user_vocab=user_vocab, item_vocab=item_vocab,
+                   timestamps=timestamps, duplicates=duplicates)
+
+    @classmethod
+    def from_dense(cls, matrix, *, missing_value=0):
+        """From a dense user x item matrix.
+
+        Parameters
+        ----------
+        matrix : array-like of shape (n_users, n_items)
+        missing_value : float or nan, default=0
+            The value that marks an unrated cell. The default 0 matches the notebook; pass
+            ``np.nan`` when 0 is a real rating and blanks are NaN.
+        """
+        m = np.asarray(matrix)
+        if m.ndim != 2:
+            raise ValueError(f"a dense rating matrix must be 2-D (users x items), got shape {m.shape}")
+        if m.dtype.kind not in "biuf":
+            raise TypeError(f"matrix must be numeric, got dtype {m.dtype}")
+        m = m.astype(np.float64, copy=False)
+        if missing_value is None or (isinstance(missing_value, float) and np.isnan(missing_value)):
+            observed = ~np.isnan(m)
+            if np.isinf(m).any():
+                raise ValueError("matrix holds inf values; ratings must be finite")
+        else:
+            if np.isnan(m).any():
+                raise ValueError(f"matrix holds NaN values but missing_value={missing_value!r}; "
+                                 f"pass missing_value=np.nan if NaN marks unrated cells")
+            observed = m != missing_value
+        u, i = np.nonzero(observed)
+        return cls(u, i, m[u, i], user_vocab=Vocabulary.identity(m.shape[0], name="user"),
+                   item_vocab=Vocabulary.identity(m.shape[1], name="item"))
+
+    @classmethod
+    def from_sparse(cls, matrix, *, duplicates="error"):
+        """From a scipy.sparse matrix (users x items); every stored entry is an observed rating.
+
+        Duplicate stored entries (possible in COO) follow ``duplicates``.
+        """
+        if not sp.issparse(matrix):
+            raise TypeError(f"matrix must be a scipy.sparse matrix, got {type(matrix).__name__}")
+        if matrix.ndim != 2:
+            raise ValueError(f"sparse matrix must be 2-D, got shape {matrix.shape}")
+        coo = matrix.tocoo()
+        return cls(coo.row, coo.col, coo.data,
+                   user_vocab=Vocabulary.identity(matrix.shape[0], name="user"),
+                   item_vocab=Vocabulary.identity(matrix.shape[1], name="item"),
+                   duplicates=duplicates)
+
+    @classmethod
+    def from_frame(cls, frame, *, user_col="user", item_col="item", rating_col="rating",
+                   timestamp_col="timestamp", duplicates="error", user_vocab=None,
+                   item_vocab=None):
+        """From a pandas DataFrame with user, item, rating and optional timestamp columns.
+
+        Parameters
+        ----------
+        frame : pandas.DataFrame
+        user_col, item_col, rating_col : str
+            Column names; ids may be any hashable values. ``rating_col=None`` treats every row as
+            an interaction of strength 1.
+        timestamp_col : str or None, default="timestamp"
+            Used when present.
+        """
+        if not isinstance(frame, pd.DataFrame):
+            raise TypeError(f"frame must be a pandas DataFrame, got {type(frame).__name__}")
+        for arg, col in (("user_col", user_col), ("item_col", item_col), ("rating_col", rating_col)):
+            if col is not None and col not in frame.columns:
+                raise ValueError(f"{arg}={col!r} is not a column of the frame (columns: "
+                                 f"{list(frame.columns)})")
+        for col in (user_col, item_col):
+            if frame[col].isna().any():
+                raise ValueError(f"column {col!r} holds missing ids at rows "
+                                 f"{frame.index[frame[col].isna()][:5].tolist()}")
+        ratings = (np.ones(len(frame), np.float32) if rating_col is None
+                   else frame[rating_col].to_numpy())
+        ts = (frame[timestamp_col].to_numpy()
+              if timestamp_col is not None and timestamp_col in frame.columns else None)
+        return cls.from_ids(frame[user_col].to_numpy(), frame[item_col].to_numpy(), ratings,
+                            timestamps=ts, duplicates=duplicates, user_vocab=user_vocab,
+                            item_vocab=item_vocab)
+
+    @classmethod
+    def from_file(cls, path, **kwargs):
+        """Read a CSV/TSV/Parquet/MovieLens file; see :func:`mfrec.io.read_ratings`."""
+        from .io import read_ratings
+        return read_ratings(path, **kwargs)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def n_users(self):
+        return self.csr.shape[0]
+
+    @property
+    def n_items(self):
+        return self.csr.shape[1]
+
+    @property
+    def shape(self):
+        return self.csr.shape
+
+    @property
+    def nnz(self):
+        return int(self.csr.nnz)
+
+    @property
+    def values(self):
+        """Ratings in CSR order, float32 of shape (nnz,)."""
+        return self.csr.data
+
+    @property
+    def user_index(self):
+        """Row index of each entry in CSR order, int32 of shape (nnz,)."""
+        return np.repeat(np.arange(self.n_users, dtype=np.int32), np.diff(self.csr.indptr))
+
+    @property
+    def item_index(self):
+        """Column index of each entry in CSR order, shape (nnz,)."""
+        return self.csr.indices
+
+    @property
+    def csc(self):
+        if self._csc is None:
+            self._csc = self.csr.tocsc()
+            self._csc.sort_indices()
+        return self._csc
+
+    @property
+    def rating_range(self):
+        """(min, max) of the observed ratings."""
+        v = self.csr.data
+        return float(v.min()), float(v.max())
+
+    def user_counts(self):
+        return np.diff(self.csr.indptr)
+
+    def item_counts(self):
+        return np.bincount(self.csr.indices, minlength=self.n_items)
+
+    def to_frame(self, *, user_col="user", item_col="item", rating_col="rating",
+                 timestamp_col="timestamp"):
+        """Raw-id DataFrame of the observed ratings, one row per rating, in (user, item) order."""
+        data = {user_col: self.user_vocab.to_ids(self.user_index),
+                item_col: self.item_vocab.to_ids(self.csr.indices),
+                rating_col: self.csr.data}
+        if self.timestamps is not None:
+            data[timestamp_col] = self.timestamps
+        return pd.DataFrame(data)
+
+    def to_dense(self, *, missing_value=np.nan):
+        """Dense float64 matrix of shape (n_users, n_items), unrated cells set to ``missing_value``."""
+        cells = self.n_users * self.n_items
+        if cells > 2**31:
+            raise MemoryError(f"to_dense would allocate {cells} cells; use .csr instead")
+        out = np.full(self.shape, missing_value, dtype=np.float64)
+        out[self.user_index, self.csr.indices] = self.csr.data
+        return out
+
+    def subset(self, mask):
+        """A Ratings with the entries (in CSR order) where ``mask`` is true; same vocabularies."""
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (self.nnz,):
+            raise ValueError(f"mask must have shape ({self.nnz},), got {mask.shape}")
+        ts = None if self.timestamps is None else self.timestamps[mask]
+        return Ratings(self.user_index[mask], self.csr.indices[mask], self.csr.data[mask],
+                       user_vocab=self.user_vocab, item_vocab=self.item_vocab, timestamps=ts)
+
+    def __eq__(self, other):
+        if not isinstance(other, Ratings):
+            return NotImplemented
+        return (self.user_vocab == other.user_vocab and self.item_vocab == other.item_vocab
+                and self.shape == other.shape and self.nnz == other.nnz
+                and np.array_equal(self.csr.indptr, other.csr.indptr)
+                and np.array_equal(self.csr.indices, other.csr.indices)
+                and np.array_equal(self.csr.data, other.csr.data))
+
+    __hash__ = None
+
+    def __repr__(self):
+        lo, hi = self.rating_range
+        return (f"Ratings(n_users={self.n_users}, n_items={self.n_items}, nnz={self.nnz}, "
+                f"range=[{lo:g}, {hi:g}])")
+
+
+def _encode(raw, vocab, name):
+    raw = _as_id_array(raw) if not isinstance(raw, np.ndarray) else raw
+    if vocab is not None:
+        return vocab.lookup(raw, unknown="error"), vocab
+    codes, uniques = pd.factorize(raw, sort=True)
+    if (codes < 0).any():
+        raise ValueError(f"{name} ids hold missing values (None/NaN) at positions "
+                         f"{np.flatnonzero(codes < 0)[:5].tolist()}")
+    uniques = np.asarray(uniques)
+    return codes, Vocabulary(uniques, name=name)
+
+
+def as_ratings(data, **kwargs):
+    """Turn what a user holds into :class:`Ratings`.
+
+    Parameters
+    ----------
+    data : Ratings, ndarray, scipy.sparse matrix, pandas.DataFrame, tuple or path
+        - ``Ratings``: returned as is.
+        - 2-D ndarray: a dense user x item matrix (``missing_value=`` says what marks a blank,
+          default 0).
+        - scipy.sparse matrix: stored entries are the ratings.
+        - DataFrame: ``user``, ``item``, ``rating`` [, ``timestamp``] columns (names overridable).
+        - tuple ``(users, items, ratings)``: raw ids of any hashable type.
+        - str or Path: a file read by :func:`mfrec.io.read_ratings`.
+    **kwargs
+        Passed to the matching constructor.
+    """
+    if isinstance(data, Ratings):
+        if kwargs:
+            raise TypeError(f"options {sorted(kwargs)} do not apply to an existing Ratings object")
+        return data
+    if sp.issparse(data):
+        return Ratings.from_sparse(data, **kwargs)
+    if isinstance(data, pd.DataFrame):
+        return Ratings.from_frame(data, **kwargs)
+    if isinstance(data, (str, Path)):
+        return Ratings.from_file(data, **kwargs)
+    if isinstance(data, tuple):
+        if len(data) not in (3, 4):
+            raise ValueError(f"a tuple of data must be (users, items, ratings[, timestamps]), "
+                             f"got {len(data)} elements")
+        if len(data) == 4:
+            kwargs.setdefault("timestamps", data[3])
+        return Ratings.from_ids(data[0], data[1], data[2], **kwargs)
+    if isinstance(data, (np.ndarray, list)) or hasattr(data, "__array__"):
+        return Ratings.from_dense(data, **kwargs)
+    if isinstance(data, numbers.Number) or data is None:
+        raise TypeError(f"data must be ratings (array, sparse matrix, DataFrame, tuple or path), "
+                        f"got {data!r}")
+    raise TypeError(f"cannot make ratings from {type(data).__name__}; pass a 2-D array, a "
+                    f"scipy.sparse matrix, a DataFrame, a (users, items, ratings) tuple or a path")
