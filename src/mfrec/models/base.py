@@ -11,12 +11,13 @@ models without biases keep them at zero.
 from __future__ import annotations
 
 import inspect
+from typing import NamedTuple
 
 import numpy as np
 
 from ..data import Ratings, as_ratings
 
-__all__ = ["BaseModel", "FactorModel", "NotFittedError"]
+__all__ = ["BaseModel", "FactorModel", "NotFittedError", "FoldedUsers"]
 
 
 class NotFittedError(RuntimeError, AttributeError):
@@ -120,6 +121,17 @@ class FactorModel(BaseModel):
         self.item_bias_ = (np.zeros(Q.shape[0], dtype) if item_bias is None
                            else np.ascontiguousarray(item_bias, dtype=dtype))
         self.global_mean_ = float(global_mean)
+        csr = getattr(self, "user_items_", None)
+        if csr is not None and csr.shape == (P.shape[0], Q.shape[0]):
+            # A user or item with no training data (possible when a split shares its vocabulary
+            # with the full data) keeps whatever its initialisation left; zero it so it scores
+            # with the fallback (mean + the other side's bias) instead of noise.
+            empty_u = np.diff(csr.indptr) == 0
+            empty_i = np.bincount(csr.indices, minlength=Q.shape[0]) == 0
+            for M, b, empty in ((P, self.user_bias_, empty_u), (Q, self.item_bias_, empty_i)):
+                if empty.any():
+                    M[empty] = 0
+                    b[empty] = 0
 
     def _check_fitted(self):
         if not hasattr(self, "user_factors_"):
@@ -199,3 +211,398 @@ class FactorModel(BaseModel):
         if self.global_mean_ or self.user_bias_.any() or self.item_bias_.any():
             out = out + self.global_mean_ + self.user_bias_[:, None] + self.item_bias_[None, :]
         return out
+
+    # ------------------------------------------------------------------ model files
+    def save(self, path):
+        """Write the fitted model to one file (arrays + JSON header, no pickle), atomically.
+
+        Load it back with :func:`mfrec.load`; the loaded model predicts and recommends exactly
+        as this one. Returns the path written. See :mod:`mfrec.persist`.
+        """
+        from ..persist import save_model
+        return save_model(self, path)
+
+    # ------------------------------------------------------------------ serving: top-N, similar, fold-in
+    # One block for the serving API every model shares. Scores rank by
+    # ``item_bias_[i] + user_factors_[u] @ item_factors_[i]`` (the global mean and the user bias do
+    # not change a user's ranking); returned scores are the model's full scores.
+
+    #: how :meth:`fold_in` solves for new users: ``"ridge"`` (closed form on the item factors, the
+    #: ALS solution) or ``"sgd"`` (SGD epochs with the item side held fixed, for SGD-trained
+    #: models). Models with another objective override :meth:`_fold_in_solve`.
+    _fold_in_method = "ridge"
+
+    def _serving_threads(self):
+        return getattr(self, "num_threads", None)
+
+    def recommend(self, users, n=10, *, exclude_seen=True, items=None, exclude=None):
+        """Top-``n`` items for each user, best first.
+
+        Parameters
+        ----------
+        users : scalar, array-like of shape (m,) or FoldedUsers
+            Raw user ids known to the model (an unknown id raises ``KeyError`` naming it), or the
+            result of :meth:`fold_in` for users that were not in training. A single id is a batch
+            of one.
+        n : int, default=10
+            Number of items per user.
+        exclude_seen : bool, default=True
+            Leave out the items each user interacted with in training (for folded-in users, the
+            items given to :meth:`fold_in`).
+        items : array-like of raw item ids, optional
+            Rank only these candidates (default: the whole catalogue).
+        exclude : array-like of raw item ids, optional
+            Items never recommended to anyone in this call.
+
+        Returns
+        -------
+        ids : ndarray of shape (m, n)
+            Raw item ids. Where a user has fewer than ``n`` candidates left, the row ends in
+            padding: score ``-inf`` and id -1 (integer ids), NaN (float ids), ``""`` (string ids)
+            or None (other ids). Test ``np.isfinite(scores)`` to tell padding apart.
+        scores : ndarray of float64, shape (m, n)
+            The model's score (as :meth:`predict` with ``clip=False``) of each recommended item.
+
+        Notes
+        -----
+        Users are scored in blocks against tiles of the catalogue with float32 matrix products and
+        a partial selection per user, in parallel (``num_threads`` of the model); all user x item
+        scores are never held at once.
+        """
+        from .._threads import thread_context
+        from .._validation import check_bool, check_int
+        from ..kernels.topn import topn
+
+        self._check_fitted()
+        n = check_int("n", n, low=1)
+        exclude_seen = check_bool("exclude_seen", exclude_seen)
+        if isinstance(users, FoldedUsers):
+            U = users.factors
+            ubias = np.asarray(users.bias, dtype=np.float64)
+            seen = users.seen
+            rows = np.arange(U.shape[0], dtype=np.int64)
+            if U.ndim != 2 or U.shape[1] != self.item_factors_.shape[1]:
+                raise ValueError(f"folded-in factors must have shape (m, {self.item_factors_.shape[1]}),"
+                                 f" got {U.shape}")
+        else:
+            uidx = self.user_vocab_.lookup(users)
+            U = self.user_factors_[uidx]
+            ubias = self.user_bias_[uidx].astype(np.float64)
+            seen = self.user_items_
+            rows = uidx
+        if not exclude_seen:
+            rows = np.full(rows.shape, -1, dtype=np.int64)
+        Q, bias, cand_idx, cand_pos = self._candidates(items, exclude)
+        U = np.ascontiguousarray(U, dtype=np.float32)
+        indptr, indices = _csr_arrays(seen)
+        with thread_context(self._serving_threads()):
+            pos, sc = topn(U, Q, bias, indptr, indices, rows.astype(np.int64), cand_pos, n)
+        gidx = pos if cand_idx is None else np.where(pos >= 0, cand_idx[np.maximum(pos, 0)], -1)
+        scores = sc.astype(np.float64)
+        scores += self.global_mean_ + ubias[:, None]
+        return _ids_with_padding(self.item_vocab_, gidx), scores
+
+    def _candidates(self, items, exclude):
+        """(Q, bias, candidate index or None, candidate position map) for :func:`topn`."""
+        Qall = self.item_factors_
+        if items is None:
+            cand_idx = None
+            cand_pos = np.empty(0, dtype=np.int64)
+            Q = np.ascontiguousarray(Qall, dtype=np.float32)
+            bias = self.item_bias_.astype(np.float32, copy=True)
+        else:
+            cand_idx = np.unique(self.item_vocab_.lookup(items))
+            if cand_idx.size == 0:
+                raise ValueError("items must hold at least one candidate item id, got none")
+            cand_pos = np.full(Qall.shape[0], -1, dtype=np.int64)
+            cand_pos[cand_idx] = np.arange(cand_idx.size)
+            Q = np.ascontiguousarray(Qall[cand_idx], dtype=np.float32)
+            bias = self.item_bias_[cand_idx].astype(np.float32)
+        if exclude is not None:
+            eidx = self.item_vocab_.lookup(exclude)
+            epos = eidx if cand_pos.size == 0 else cand_pos[eidx]
+            bias[epos[epos >= 0]] = -np.inf
+        return Q, bias, cand_idx, cand_pos
+
+    def _similar(self, F, vocab, query, n):
+        from .._threads import thread_context
+        from .._validation import check_int
+        from ..kernels.topn import topn
+
+        self._check_fitted()
+        n = check_int("n", n, low=1)
+        qidx = vocab.lookup(query)
+        F = np.asarray(F, dtype=np.float32)
+        norms = np.linalg.norm(F, axis=1)
+        # zero vectors (e.g. never-trained rows) have no direction: cosine 0 with everything
+        Fn = np.ascontiguousarray(F / np.where(norms > 0, norms, 1)[:, None], dtype=np.float32)
+        U = np.ascontiguousarray(Fn[qidx])
+        m = qidx.size
+        self_indptr = np.arange(m + 1, dtype=np.int64)  # each query masks itself
+        with thread_context(self._serving_threads()):
+            pos, sc = topn(U, Fn, np.zeros(Fn.shape[0], np.float32), self_indptr,
+                           qidx.astype(np.int32), np.arange(m, dtype=np.int64),
+                           np.empty(0, np.int64), n)
+        return _ids_with_padding(vocab, pos), sc.astype(np.float64)
+
+    def similar_items(self, items, n=10):
+        """The ``n`` items most similar to each given item, by cosine of the item factors.
+
+        Parameters
+        ----------
+        items : scalar or array-like of shape (m,)
+            Raw item ids (unknown ids raise ``KeyError``).
+        n : int, default=10
+
+        Returns
+        -------
+        ids : ndarray of shape (m, n)
+            Raw item ids, most similar first; the query item itself is left out. Padding as in
+            :meth:`recommend`.
+        scores : ndarray of float64, shape (m, n)
+            Cosine similarities in [-1, 1].
+        """
+        self._check_fitted()
+        return self._similar(self.item_factors_, self.item_vocab_, items, n)
+
+    def similar_users(self, users, n=10):
+        """The ``n`` users most similar to each given user, by cosine of the user factors.
+
+        Same shapes and conventions as :meth:`similar_items`.
+        """
+        self._check_fitted()
+        return self._similar(self.user_factors_, self.user_vocab_, users, n)
+
+    def fold_in(self, ratings, *, unknown_items="error"):
+        """Factors for users who were not in training, from their ratings, without refitting.
+
+        Parameters
+        ----------
+        ratings : mapping, tuple, sequence, DataFrame or Ratings
+            One new user: a mapping ``{item_id: value}`` (or a pandas Series indexed by item id),
+            a pair ``(item_ids, values)``, or a 1-D sequence of item ids (each value 1, for
+            implicit feedback). Several new users: a DataFrame with ``user``, ``item`` and
+            optionally ``rating`` columns, a triple ``(user_ids, item_ids, values)``, or a
+            :class:`~mfrec.data.Ratings`. Item ids are raw ids of the trained model.
+        unknown_items : {"error", "ignore"}, default="error"
+            Item ids the model has not seen raise ``KeyError``, or are dropped.
+
+        Returns
+        -------
+        FoldedUsers
+            ``ids`` (raw ids of the new users, in first-appearance order; None for one user given
+            without an id), ``factors`` of shape (m, n_factors), ``bias`` of shape (m,) and
+            ``seen`` (their items, as a CSR matrix of shape (m, n_items)). Pass it to
+            :meth:`recommend` in place of user ids.
+
+        Notes
+        -----
+        The vector solves the model's own objective for that user with the item side held
+        fixed: a regularized least-squares solve for ALS-type models (closed form), a few SGD
+        epochs for SGD-trained models, and each model's own criterion where it differs (the
+        confidence-weighted solve of ImplicitALS, the pairwise ranking loss of BPR). Folding in a
+        training user's own ratings gives back (close to) its trained vector.
+        """
+        import scipy.sparse as sp
+
+        from .._validation import check_choice
+
+        self._check_fitted()
+        check_choice("unknown_items", unknown_items, ("error", "ignore"))
+        ids, users, items, values = _parse_fold_in(ratings)
+        iidx = self.item_vocab_.lookup(items, unknown="mask" if unknown_items == "ignore" else "error")
+        keep = iidx >= 0
+        if not keep.all():
+            users, iidx, values = users[keep], iidx[keep], values[keep]
+        m = 1 if ids is None else len(ids)
+        order = np.lexsort((iidx, users))
+        users, iidx, values = users[order], iidx[order], values[order]
+        dup = (users[1:] == users[:-1]) & (iidx[1:] == iidx[:-1])
+        if dup.any():
+            first = int(np.flatnonzero(dup)[0])
+            raise ValueError(f"fold_in got item {self.item_vocab_.ids[iidx[first]]!r} more than once "
+                             f"for the same user; give each (user, item) pair once")
+        indptr = np.zeros(m + 1, dtype=np.int64)
+        np.cumsum(np.bincount(users, minlength=m), out=indptr[1:])
+        iidx = iidx.astype(np.int32)
+        P, bu = self._fold_in_solve(indptr, iidx, values)
+        seen = sp.csr_matrix((values, iidx, indptr), shape=(m, self.item_factors_.shape[0]))
+        return FoldedUsers(ids, np.ascontiguousarray(P, dtype=self.user_factors_.dtype),
+                           np.asarray(bu, dtype=self.user_factors_.dtype), seen)
+
+    def _fold_in_params(self):
+        """Hyperparameters of the fold-in solve, as a dict.
+
+        ``learning_rate`` and ``n_epochs`` (SGD fold-in only), ``regularization`` and
+        ``bias_regularization``. Both regularizations are per rating (the SGD convention, also
+        ALS with weighted lambda): the ridge solve adds ``regularization * n_ratings`` to the
+        diagonal. The defaults read the model's attributes of those names; models whose
+        hyperparameters are named otherwise override this.
+        """
+        # a fitted lambda (regularization_) wins over the hyperparameter it was derived from
+        reg = float(getattr(self, "regularization_", getattr(self, "regularization", 0.02)))
+        return {"learning_rate": float(getattr(self, "learning_rate", 0.005) or 0.005),
+                "regularization": reg,
+                "bias_regularization": float(getattr(self, "bias_regularization", reg)),
+                "n_epochs": int(getattr(self, "n_epochs", 20) or 20)}
+
+    def _fold_in_fits_bias(self):
+        """Whether the model has user biases (then fold-in estimates one too)."""
+        return bool(np.any(self.user_bias_))
+
+    def _fold_in_solve(self, indptr, items, values):
+        """Factors and biases of new users from CSR rows of (item index, value).
+
+        Parameters
+        ----------
+        indptr : int64 array of shape (m + 1,)
+        items : int32 array of shape (nnz,)
+            Item indices, sorted within each row.
+        values : float32 array of shape (nnz,)
+
+        Returns
+        -------
+        factors : ndarray of shape (m, n_factors)
+        bias : ndarray of shape (m,)
+        """
+        params = self._fold_in_params()
+        reg, reg_b = params["regularization"], params["bias_regularization"]
+        fit_bias = self._fold_in_fits_bias()
+        Q = self.item_factors_
+        if self._fold_in_method == "sgd":
+            from .._threads import thread_context
+            from .._validation import rng_from, seed_from
+            from ..kernels.topn import sgd_fold_in
+
+            seed = seed_from(rng_from(getattr(self, "random_state", None)))
+            with thread_context(self._serving_threads()):
+                return sgd_fold_in(indptr, items, values.astype(np.float32),
+                                   np.ascontiguousarray(Q, dtype=np.float32),
+                                   self.item_bias_.astype(np.float32), np.float32(self.global_mean_),
+                                   params["learning_rate"], reg, reg_b, params["n_epochs"],
+                                   fit_bias, seed)
+        if self._fold_in_method != "ridge":
+            raise ValueError(f"_fold_in_method must be 'ridge' or 'sgd', got {self._fold_in_method!r}")
+        m, k = indptr.size - 1, Q.shape[1]
+        P = np.zeros((m, k))
+        bu = np.zeros(m)
+        for u in range(m):
+            s, e = indptr[u], indptr[u + 1]
+            if e == s:
+                continue
+            it = items[s:e]
+            F = Q[it].astype(np.float64)
+            if fit_bias:
+                F = np.hstack([F, np.ones((e - s, 1))])
+            t = values[s:e] - self.global_mean_ - self.item_bias_[it]
+            A = F.T @ F
+            A[np.diag_indices(k)] += reg * (e - s) + 1e-10
+            if fit_bias:
+                A[k, k] += reg_b * (e - s) + 1e-10
+            x = np.linalg.solve(A, F.T @ t)
+            P[u] = x[:k]
+            if fit_bias:
+                bu[u] = x[k]
+        return P, bu
+
+
+class FoldedUsers(NamedTuple):
+    """New users folded into a fitted model (see :meth:`FactorModel.fold_in`).
+
+    Attributes
+    ----------
+    ids : ndarray of shape (m,) or None
+        Raw ids of the users, when they were given.
+    factors : ndarray of shape (m, n_factors)
+    bias : ndarray of shape (m,)
+    seen : scipy.sparse.csr_matrix of shape (m, n_items)
+        The items (model indices) and values each user was folded in from.
+    """
+
+    ids: object
+    factors: np.ndarray
+    bias: np.ndarray
+    seen: object
+
+
+def _csr_arrays(csr):
+    """(indptr int64, indices int32) of a CSR matrix: one dtype signature for the kernels."""
+    indices = csr.indices if csr.indices.dtype == np.int32 or csr.shape[1] >= 2**31 \
+        else csr.indices.astype(np.int32)
+    return csr.indptr.astype(np.int64, copy=False), indices
+
+
+def _ids_with_padding(vocab, idx):
+    """Raw ids of indices, with the documented padding for -1."""
+    ids = vocab.ids
+    valid = idx >= 0
+    kind = ids.dtype.kind
+    if kind in "iu":
+        out = np.full(idx.shape, -1, dtype=np.int64 if kind == "u" else ids.dtype)
+    elif kind == "f":
+        out = np.full(idx.shape, np.nan, dtype=ids.dtype)
+    elif kind in "US":
+        out = np.full(idx.shape, "", dtype=ids.dtype)
+    else:
+        out = np.full(idx.shape, None, dtype=object)
+    out[valid] = ids[idx[valid]]
+    return out
+
+
+def _parse_fold_in(ratings):
+    """(user ids or None, user codes, raw item ids, float32 values) of fold-in input."""
+    from collections.abc import Mapping
+
+    import pandas as pd
+
+    from ..data import Ratings, _as_id_array, _check_values
+
+    if isinstance(ratings, Ratings):
+        users = ratings.user_index.astype(np.int64)
+        present = np.unique(users)
+        codes = np.searchsorted(present, users)
+        return (ratings.user_vocab.ids[present], codes, ratings.item_vocab.to_ids(ratings.csr.indices),
+                ratings.csr.data.astype(np.float32))
+    if isinstance(ratings, pd.DataFrame):
+        for col in ("user", "item"):
+            if col not in ratings.columns:
+                raise ValueError(f"a fold-in DataFrame needs 'user' and 'item' columns (and "
+                                 f"optionally 'rating'), got columns {list(ratings.columns)}")
+        values = (ratings["rating"].to_numpy() if "rating" in ratings.columns
+                  else np.ones(len(ratings)))
+        return _batch(ratings["user"].to_numpy(), ratings["item"].to_numpy(), values)
+    if isinstance(ratings, tuple) and len(ratings) == 3:
+        return _batch(*ratings)
+    if isinstance(ratings, (Mapping, pd.Series)):
+        items = list(ratings.keys()) if isinstance(ratings, Mapping) else ratings.index.to_numpy()
+        values = list(ratings.values()) if isinstance(ratings, Mapping) else ratings.to_numpy()
+        items = _as_id_array(np.asarray(items) if len(items) else np.empty(0))
+    elif isinstance(ratings, tuple) and len(ratings) == 2:
+        items, values = _as_id_array(ratings[0]), ratings[1]
+    elif isinstance(ratings, (list, np.ndarray, pd.Index)) and np.ndim(ratings) == 1:
+        items = _as_id_array(ratings)
+        values = np.ones(items.size)
+    else:
+        raise TypeError(f"fold_in takes a mapping {{item: value}}, a pair (items, values), a "
+                        f"sequence of items, a (users, items, values) triple, a DataFrame or "
+                        f"Ratings; got {type(ratings).__name__}")
+    values = _check_values(np.asarray(values).reshape(-1), "fold-in values")
+    if values.size != items.size:
+        raise ValueError(f"fold_in got {items.size} items but {values.size} values")
+    return None, np.zeros(items.size, dtype=np.int64), items, values
+
+
+def _batch(users, items, values):
+    import pandas as pd
+
+    from ..data import _as_id_array, _check_values
+
+    users, items = _as_id_array(users), _as_id_array(items)
+    values = _check_values(np.asarray(values).reshape(-1), "fold-in values")
+    if not (users.size == items.size == values.size):
+        raise ValueError(f"fold_in got {users.size} users, {items.size} items and {values.size} "
+                         f"values; they must have the same length")
+    codes, uniques = pd.factorize(users, sort=False)
+    if (codes < 0).any():
+        raise ValueError("fold_in user ids hold missing values (None/NaN)")
+    return np.asarray(uniques), codes.astype(np.int64), items, values

@@ -23,7 +23,11 @@ class GradientDescent(FactorModel):
         P -= lr * (-2 E @ Q + 2 reg P)
         Q -= lr * (-2 E.T @ P + 2 reg Q)      # P already updated, E not recomputed
 
-    and the reported loss is the notebook's ``sum(E**2) / n_ratings + reg/2 (|P|^2 + |Q|^2)``.
+    With ``missing="zero"`` the reported loss is the notebook's
+    ``sum(E**2) / n_ratings + reg/2 (|P|^2 + |Q|^2)``. With ``missing="ignore"`` it is the function
+    the updates descend, ``(sum(E**2) + reg (|P|^2 + |Q|^2)) / n_ratings``: the notebook's loss
+    weighs the penalty differently from its gradient, so on real data it can rise while the fit
+    improves.
 
     Parameters
     ----------
@@ -58,7 +62,7 @@ class GradientDescent(FactorModel):
     item_factors_ : ndarray of shape (n_items, n_factors)
         The notebook's ``item_matrix`` is ``item_factors_.T``.
     loss_history_ : list of float
-        The loss after each iteration.
+        The loss after each iteration (see above for which loss).
     """
 
     def __init__(self, *, n_factors=6, n_epochs=1000, learning_rate="auto", regularization=0.1,
@@ -70,6 +74,11 @@ class GradientDescent(FactorModel):
         self.missing = missing
         self.random_state = random_state
         self.verbose = verbose
+
+    @property
+    def _clip_predictions(self):
+        # with blanks as zeros the scores are not on the rating scale: clipping would distort them
+        return self.missing == "ignore"
 
     def _validate_params(self):
         check_int("n_factors", self.n_factors, low=1)
@@ -86,7 +95,6 @@ class GradientDescent(FactorModel):
         """Fit on ``data`` (Ratings or anything :func:`mfrec.as_ratings` accepts). Returns self."""
         ratings = self._prepare(data)
         self._set_data_state(ratings)
-        self._clip_predictions = self.missing == "ignore"
         rs = (self.random_state if isinstance(self.random_state, np.random.RandomState)
               else np.random.RandomState(self.random_state))
         n_users, n_items = ratings.shape
@@ -110,7 +118,10 @@ class GradientDescent(FactorModel):
             EtP = E_dot(P_new)
             Q = Q - self._rate(lr, step.col_curvature(P_new), lam) * (-2 * EtP + 2 * lam * Q)
             P = P_new
-            loss = step.sse(P, Q) / ratings.nnz + 0.5 * lam * (np.sum(P * P) + np.sum(Q * Q))
+            penalty = lam * (np.sum(P * P) + np.sum(Q * Q))
+            sse = step.sse(P, Q)
+            loss = (sse / ratings.nnz + 0.5 * penalty if self.missing == "zero"
+                    else (sse + penalty) / ratings.nnz)
             if not np.isfinite(loss) or loss > 1e12:
                 raise FloatingPointError(
                     f"gradient descent diverged at iteration {it} (loss {loss:.3g}) with "

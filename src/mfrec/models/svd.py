@@ -70,8 +70,6 @@ class SVD(FactorModel):
         Mean squared error on the observed ratings per imputation round (``"ignore"`` only).
     """
 
-    _clip_predictions = False
-
     def __init__(self, *, n_factors=None, missing="zero", n_epochs=30, tol=1e-5,
                  random_state=None, verbose=0):
         self.n_factors = n_factors
@@ -80,6 +78,11 @@ class SVD(FactorModel):
         self.tol = tol
         self.random_state = random_state
         self.verbose = verbose
+
+    @property
+    def _clip_predictions(self):
+        # with blanks as zeros the scores are not on the rating scale: clipping would distort them
+        return self.missing == "ignore"
 
     def _validate_params(self):
         check_int("n_factors", self.n_factors, low=1, allow_none=True)
@@ -97,7 +100,6 @@ class SVD(FactorModel):
         k = full if self.n_factors is None else self.n_factors
         if k > full:
             raise ValueError(f"n_factors={k} exceeds min(n_users, n_items)={full}")
-        self._clip_predictions = self.missing == "ignore"
         self._set_data_state(ratings)
         self.loss_history_ = []
         X = ratings.csr.astype(np.float64)
