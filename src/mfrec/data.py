@@ -7,13 +7,26 @@ hashable) to the contiguous indices the models see. Users are rows, items are co
 from __future__ import annotations
 
 import numbers
+import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 __all__ = ["Vocabulary", "Ratings", "as_ratings", "DUPLICATE_POLICIES"]
+
+
+def _pandas():
+    # pandas costs ~80 MB of resident memory on import; models fitted from arrays or sparse
+    # matrices never need it, so it is loaded on first use only.
+    import pandas
+    return pandas
+
+
+def _is_pandas(obj, *names):
+    """isinstance against pandas classes without importing pandas (unloaded: cannot match)."""
+    pd = sys.modules.get("pandas")
+    return pd is not None and isinstance(obj, tuple(getattr(pd, n) for n in names))
 
 DUPLICATE_POLICIES = ("error", "mean", "last", "sum")
 
@@ -44,7 +57,7 @@ class Vocabulary:
         self._identity = bool(
             ids.dtype.kind in "iu" and (ids.size == 0 or (ids[0] == 0 and ids[-1] == ids.size - 1
                                                           and np.all(np.diff(ids) == 1))))
-        if not self._identity and pd.Index(ids).has_duplicates:
+        if not self._identity and _pandas().Index(ids).has_duplicates:
             raise ValueError(f"{name} ids must be unique")
 
     @classmethod
@@ -68,7 +81,7 @@ class Vocabulary:
 
     def _pd_index(self):
         if self._index is None:
-            self._index = pd.Index(self.ids)
+            self._index = _pandas().Index(self.ids)
         return self._index
 
     def lookup(self, raw, *, unknown="error"):
@@ -114,7 +127,7 @@ class Vocabulary:
 def _as_id_array(raw):
     if isinstance(raw, (str, bytes)) or not hasattr(raw, "__len__"):
         raw = [raw]
-    if isinstance(raw, (pd.Series, pd.Index)):
+    if _is_pandas(raw, "Series", "Index"):
         return raw.to_numpy()
     arr = np.asarray(raw)
     if arr.ndim == 0:
@@ -150,7 +163,8 @@ def _check_index_array(a, name, n=None):
     elif a.dtype.kind not in "iub":
         raise TypeError(f"{name} must hold integer indices, got dtype {a.dtype}; use "
                         f"Ratings.from_ids for raw (hashable) ids")
-    a = a.astype(np.int64, copy=False)
+    if a.dtype != np.int32:  # int32 stays as is: no 8-byte copy of large index arrays
+        a = a.astype(np.int64, copy=False)
     if a.size and a.min() < 0:
         raise ValueError(f"{name} must be non-negative indices, got {a[a < 0][:5].tolist()}")
     if n is not None and a.size and a.max() >= n:
@@ -207,7 +221,23 @@ class Ratings:
                                  f"{timestamps.shape}")
         if values.size == 0:
             raise ValueError("ratings are empty: at least one observed rating is needed")
-        key = users * n_items + items
+        if timestamps is None:
+            # Fast, lean path: scipy's O(nnz) counting sort. It sums repeated pairs, so a smaller
+            # nnz means duplicates (or dropped entries): then the general path below handles them.
+            csr = sp.coo_matrix((values, (users, items)), shape=(n_users, n_items)).tocsr()
+            if csr.nnz == values.size:
+                csr.sort_indices()
+                idx_dtype = np.int32 if values.size < 2**31 else np.int64
+                self.csr = sp.csr_matrix((csr.data.astype(np.float32, copy=False),
+                                          csr.indices.astype(idx_dtype, copy=False),
+                                          csr.indptr.astype(idx_dtype, copy=False)),
+                                         shape=(n_users, n_items))
+                self.csr.has_sorted_indices = True
+                self.user_vocab, self.item_vocab = user_vocab, item_vocab
+                self.timestamps, self._csc = None, None
+                return
+            del csr
+        key = users.astype(np.int64, copy=False) * n_items + items
         order = np.argsort(key, kind="stable")
         key = key[order]
         dup = key[1:] == key[:-1]
@@ -356,7 +386,7 @@ class Ratings:
         timestamp_col : str or None, default="timestamp"
             Used when present.
         """
-        if not isinstance(frame, pd.DataFrame):
+        if not _is_pandas(frame, "DataFrame"):
             raise TypeError(f"frame must be a pandas DataFrame, got {type(frame).__name__}")
         for arg, col in (("user_col", user_col), ("item_col", item_col), ("rating_col", rating_col)):
             if col is not None and col not in frame.columns:
@@ -439,7 +469,7 @@ class Ratings:
                 rating_col: self.csr.data}
         if self.timestamps is not None:
             data[timestamp_col] = self.timestamps
-        return pd.DataFrame(data)
+        return _pandas().DataFrame(data)
 
     def to_dense(self, *, missing_value=np.nan):
         """Dense float64 matrix of shape (n_users, n_items), unrated cells set to ``missing_value``."""
@@ -480,7 +510,7 @@ def _encode(raw, vocab, name):
     raw = _as_id_array(raw) if not isinstance(raw, np.ndarray) else raw
     if vocab is not None:
         return vocab.lookup(raw, unknown="error"), vocab
-    codes, uniques = pd.factorize(raw, sort=True)
+    codes, uniques = _pandas().factorize(raw, sort=True)
     if (codes < 0).any():
         raise ValueError(f"{name} ids hold missing values (None/NaN) at positions "
                          f"{np.flatnonzero(codes < 0)[:5].tolist()}")
@@ -510,7 +540,7 @@ def as_ratings(data, **kwargs):
         return data
     if sp.issparse(data):
         return Ratings.from_sparse(data, **kwargs)
-    if isinstance(data, pd.DataFrame):
+    if _is_pandas(data, "DataFrame"):
         return Ratings.from_frame(data, **kwargs)
     if isinstance(data, (str, Path)):
         return Ratings.from_file(data, **kwargs)

@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .data import Ratings
 
@@ -101,6 +100,8 @@ def read_frame(path, *, sep=None, header="infer", names=None, format="auto"):
     pandas.DataFrame
         A headerless file of 2, 3 or 4 columns reads as user, item[, rating[, timestamp]].
     """
+    import pandas as pd  # lazily: see mfrec.data._pandas
+
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     path = Path(path)

@@ -127,7 +127,8 @@ class FactorModel(BaseModel):
             # with the full data) keeps whatever its initialisation left; zero it so it scores
             # with the fallback (mean + the other side's bias) instead of noise.
             empty_u = np.diff(csr.indptr) == 0
-            empty_i = np.bincount(csr.indices, minlength=Q.shape[0]) == 0
+            empty_i = np.ones(Q.shape[0], dtype=bool)  # (bincount would copy indices to int64)
+            empty_i[csr.indices] = False
             for M, b, empty in ((P, self.user_bias_, empty_u), (Q, self.item_bias_, empty_i)):
                 if empty.any():
                     M[empty] = 0

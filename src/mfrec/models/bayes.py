@@ -1,0 +1,407 @@
+"""Bayesian matrix factorisation by Gibbs sampling (BPMF, Salakhutdinov & Mnih 2008) with biases.
+
+Model: ``r_ui ~ N(mu + b_u + b_i + p_u . q_i, 1/(alpha w_ui))``. Each user's ``[p_u, b_u]`` has a
+Gaussian prior ``N(m_U, Lambda_U^-1)`` whose mean and precision carry a Normal-Wishart hyperprior
+(the same for items), so the strength of regularisation -- of factors and of biases -- is inferred
+from the data rather than tuned. The noise precision ``alpha`` has a Gamma hyperprior (or is
+fixed). The noise scales ``w_ui`` follow ``noise``:
+
+- ``"rows"`` (default): ``w_ui = s_u t_i``, a scale per user and per item with a
+  ``Gamma(nu/2, nu/2)`` prior, so users (or items) whose ratings the model fits poorly are
+  trusted less; the likelihood of a row is a Student-t (as in Lakshminarayanan, Bouchard &
+  Archambeau 2011).
+- ``"gaussian"``: all 1, plain BPMF (Salakhutdinov & Mnih 2008).
+
+(A scale per single rating as well was tried: no better on MovieLens 100K, and it costs arrays of
+length nnz.)
+
+A sweep draws the hyperparameters, then every user, then every item, then ``alpha`` and the noise
+scales. After ``burn_in`` sweeps, predictions are averaged over the remaining samples: the model's
+score is the posterior predictive mean
+``mu + mean_s(b_u^s) + mean_s(b_i^s) + mean_s(p_u^s . q_i^s)``.
+
+How the averaged predictive is stored: ``mean_s(P_s Q_s')`` equals ``[P_1..P_S] [Q_1..Q_S]' / S``,
+a factor model of rank ``n_factors * S``. To keep memory independent of the number of samples, the
+running sum is recompressed to rank ``max_rank`` by an exact truncated SVD whenever it grows past
+1.5 times that (through the small Gram matrices of both sides and an SVD of the core). The fitted
+model is therefore an ordinary factor model (factors, biases, mean, vocabularies) whose
+``user_factors_ @ item_factors_.T`` is the best rank-``max_rank`` approximation of the averaged
+product of the samples (on MovieLens 100K the compression changes test RMSE by about 0.0002).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._threads import resolve_threads, thread_context
+from .._validation import check_bool, check_choice, check_float, check_int, rng_from
+from ..kernels import bayes as _k
+from ..kernels.als import balanced_order, solve_rows_cholesky
+from .als import threads_for
+from .base import FactorModel
+
+__all__ = ["BayesianMF"]
+
+NOISE_MODELS = ("rows", "gaussian")
+INIT_SWEEPS = 5      # ALS-WR sweeps that start the chain
+INIT_REG = 0.1       # their weighted-lambda regularisation (the ALS default)
+
+
+class BayesianMF(FactorModel):
+    """Bayesian matrix factorisation (BPMF) with biases, fitted by Gibbs sampling.
+
+    Parameters
+    ----------
+    n_factors : int, default=10
+        Rank of each sample's factors.
+    n_epochs : int, default=200
+        Gibbs sweeps in all, burn-in included.
+    burn_in : int, default=20
+        Sweeps discarded before predictions are averaged; must be smaller than ``n_epochs``.
+    biases : bool, default=True
+        Model user and item biases (drawn jointly with the factors, under the same hyperprior).
+    noise_precision : float or None, default=None
+        ``alpha``, the precision of the rating noise. None samples it (Gamma(1, 1) hyperprior);
+        a number fixes it (the BPMF paper fixes 2).
+    noise : {"rows", "gaussian"}, default="rows"
+        Noise model (see the module notes): ``"rows"`` gives every user and item its own noise
+        scale, which lowers MovieLens 100K test RMSE by about 0.002 against ``"gaussian"``.
+    noise_dof : float, default=10.0
+        ``nu``, degrees of freedom of the noise scales' Gamma(nu/2, nu/2) prior; large values
+        approach ``"gaussian"``.
+    max_rank : int or None, default=None
+        Rank of the stored predictive mean (see the module notes); None means
+        ``4 * n_factors``. With fewer than ``max_rank / n_factors`` kept samples nothing is
+        compressed and the stored factors are exactly the scaled concatenation of the samples.
+    beta0 : float, default=2.0
+        Prior strength of the hyperprior's mean (the Normal-Wishart ``beta_0``).
+    init_std : float, default=0.1
+        Standard deviation of the random normal factors that start the few ALS-WR sweeps from
+        which the chain starts.
+    random_state : int, numpy Generator or None, default=None
+        Seed of the initial factors and of every draw. A fit does not depend on ``num_threads``.
+    num_threads : int, default=0
+        Threads of the kernels; 0 means every core. Small data sets use fewer (one thread per
+        100,000 ratings), since their parallel sections are too short to pay for the threads.
+    verbose : bool, default=False
+        Show a progress bar with the training RMSE of the current sample.
+
+    Attributes
+    ----------
+    user_factors_ : ndarray of float32, shape (n_users, rank_)
+    item_factors_ : ndarray of float32, shape (n_items, rank_)
+        Their product is the (compressed) average over kept samples of ``P_s Q_s'``.
+    user_bias_, item_bias_ : ndarray of float32
+        Biases averaged over the kept samples.
+    global_mean_ : float
+        Mean training rating (fixed, not sampled).
+    rank_ : int
+        Number of columns of the stored factors.
+    n_samples_ : int
+        Samples averaged: ``n_epochs - burn_in``.
+    noise_precision_history_ : list of float
+        ``alpha`` at each sweep.
+    user_noise_scale_, item_noise_scale_ : ndarray of float32, shape (n_users,), (n_items,)
+        Noise scales averaged over the kept samples (ones with ``noise="gaussian"``): rating
+        ``(u, i)`` has precision about ``alpha * user_noise_scale_[u] * item_noise_scale_[i]``.
+    loss_history_ : list of float
+        Training RMSE of each sweep's sample (not of the average).
+
+    Notes
+    -----
+    Users or items without training ratings are drawn from the learnt prior, so their averaged
+    factors are close to the prior mean; unknown raw ids in :meth:`predict` fall back to the global
+    mean plus the known side's bias. Predictions are clipped to the training rating range.
+    :meth:`fold_in` solves a ridge problem on the stored (averaged) item factors; it is an
+    approximation to the Bayesian answer.
+
+    Examples
+    --------
+    >>> import mfrec
+    >>> model = mfrec.BayesianMF(n_factors=2, n_epochs=30, burn_in=10, random_state=0).fit(
+    ...     ([0, 0, 1, 1, 2], [0, 1, 0, 2, 1], [5.0, 3.0, 4.0, 1.0, 2.0]))
+    >>> model.predict([0], [2]).shape
+    (1,)
+    """
+
+    def __init__(self, *, n_factors=10, n_epochs=200, burn_in=20, biases=True,
+                 noise_precision=None, noise="rows", noise_dof=10.0, max_rank=None, beta0=2.0,
+                 init_std=0.1, random_state=None, num_threads=0, verbose=False):
+        self.n_factors = n_factors
+        self.n_epochs = n_epochs
+        self.burn_in = burn_in
+        self.biases = biases
+        self.noise_precision = noise_precision
+        self.noise = noise
+        self.noise_dof = noise_dof
+        self.max_rank = max_rank
+        self.beta0 = beta0
+        self.init_std = init_std
+        self.random_state = random_state
+        self.num_threads = num_threads
+        self.verbose = verbose
+
+    def _validate_params(self):
+        k = check_int("n_factors", self.n_factors, low=1)
+        n = check_int("n_epochs", self.n_epochs, low=1)
+        burn = check_int("burn_in", self.burn_in, low=0)
+        if burn >= n:
+            raise ValueError(f"burn_in must be smaller than n_epochs={n} so that some samples are "
+                             f"averaged, got {burn}")
+        check_bool("biases", self.biases)
+        check_float("noise_precision", self.noise_precision, low=0.0, low_open=True,
+                    allow_none=True)
+        check_choice("noise", self.noise, NOISE_MODELS)
+        check_float("noise_dof", self.noise_dof, low=0.0, low_open=True)
+        check_int("max_rank", self.max_rank, low=k, allow_none=True)
+        check_float("beta0", self.beta0, low=0.0, low_open=True)
+        check_float("init_std", self.init_std, low=0.0)
+        check_bool("verbose", self.verbose)
+        resolve_threads(self.num_threads)
+        rng_from(self.random_state)
+
+    def fit(self, data):
+        """Run the Gibbs sampler on ratings and keep the averaged predictive.
+
+        Parameters
+        ----------
+        data : Ratings or anything :func:`mfrec.as_ratings` accepts
+            Users are rows, items are columns.
+
+        Returns
+        -------
+        self
+        """
+        ratings = self._prepare(data)
+        rng = rng_from(self.random_state)
+        k = int(self.n_factors)
+        fit_bias = bool(self.biases)
+        d = k + 1 if fit_bias else k
+        max_rank = 4 * k if self.max_rank is None else int(self.max_rank)
+        csr, csc = ratings.csr, ratings.csc
+        nnz = ratings.nnz
+        mu = float(np.mean(csr.data, dtype=np.float64))
+        n_users, n_items = ratings.shape
+        u_arrays = (csr.indptr.astype(np.int64), csr.indices, csr.data)
+        i_arrays = (csc.indptr.astype(np.int64), csc.indices, csc.data)
+        order_u = balanced_order(np.diff(csr.indptr))
+        order_i = balanced_order(np.diff(csc.indptr))
+        # Start the chain from a regularised least-squares fit, as the BPMF paper starts from
+        # the MAP solution: from small random factors the sampled prior precision is huge and
+        # the chain needs very many sweeps to leave the neighbourhood of zero on large data.
+        P = rng.standard_normal((n_users, k), dtype=np.float32) * float(self.init_std)
+        Q = rng.standard_normal((n_items, k), dtype=np.float32) * float(self.init_std)
+        bu = np.zeros(n_users, dtype=np.float32)
+        bi = np.zeros(n_items, dtype=np.float32)
+        with thread_context(threads_for(self.num_threads, nnz)) as n_threads:
+            for _ in range(INIT_SWEEPS):
+                solve_rows_cholesky(*u_arrays, P, bu, Q, bi, mu, INIT_REG, fit_bias, order_u,
+                                    8 * n_threads)
+                solve_rows_cholesky(*i_arrays, Q, bi, P, bu, mu, INIT_REG, fit_bias, order_i,
+                                    8 * n_threads)
+        # factors augmented with the bias as last column
+        U = np.empty((n_users, d), dtype=np.float32)
+        V = np.empty((n_items, d), dtype=np.float32)
+        U[:, :k], V[:, :k] = P, Q
+        if fit_bias:
+            U[:, k], V[:, k] = bu, bi
+        del P, Q, bu, bi
+        fixed_alpha = self.noise_precision
+        alpha = 2.0 if fixed_alpha is None else float(fixed_alpha)
+        beta0 = float(self.beta0)
+
+        # running sum of the kept P_s Q_s' as A[:, :cols] @ B[:, :cols].T, compressed to
+        # max_rank columns whenever the next sample would not fit
+        cap = max_rank + max(k, max_rank // 2)
+        flat_A = np.empty(n_users * cap, dtype=np.float32)
+        flat_B = np.empty(n_items * cap, dtype=np.float32)
+        sum_A = flat_A.reshape(n_users, cap)
+        sum_B = flat_B.reshape(n_items, cap)
+        cols = 0
+        sum_bu = np.zeros(n_users)
+        sum_bi = np.zeros(n_items)
+        sum_su = np.zeros(n_users)
+        sum_si = np.zeros(n_items)
+        n_kept = 0
+        self.loss_history_ = []
+        self.noise_precision_history_ = []
+        bar = None
+        if self.verbose:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=int(self.n_epochs), desc="BayesianMF", unit="sweep")
+        robust = self.noise == "rows"
+        half_dof = 0.5 * float(self.noise_dof)
+        # noise scales of users and items (all ones for Gaussian noise)
+        scale_u = np.ones(n_users, dtype=np.float32)
+        scale_i = np.ones(n_items, dtype=np.float32)
+        count_u = np.diff(csr.indptr).astype(np.float64)
+        count_i = np.diff(csc.indptr).astype(np.float64)
+        ones_i = np.ones(n_items, dtype=np.float32)
+        # reused every sweep: fresh large temporaries each time fragment the heap
+        noise_u = np.empty(U.shape, dtype=np.float32)
+        noise_i = np.empty(V.shape, dtype=np.float32)
+        with thread_context(threads_for(self.num_threads, nnz)) as n_threads:
+            n_blocks = 8 * n_threads
+            for sweep in range(int(self.n_epochs)):
+                for X, Y, arrays, order, xw, yw, noise in (
+                        (U, V, u_arrays, order_u, scale_u, scale_i, noise_u),
+                        (V, U, i_arrays, order_i, scale_i, scale_u, noise_i)):
+                    lin, prec = _sample_normal_wishart(X, beta0, rng)
+                    rng.standard_normal(dtype=np.float32, out=noise)
+                    _k.sample_rows(*arrays, X, Y, xw, yw, mu, alpha, lin, prec, fit_bias, noise,
+                                   order, n_blocks)
+                # per user: sum_i scale_i e_ui^2 (plain squared errors when not robust)
+                err_u = _k.row_squared_errors(*u_arrays, U, V, scale_i, mu, fit_bias)
+                weighted_sse = float(scale_u.astype(np.float64) @ err_u)
+                if fixed_alpha is None:
+                    # Gamma(1, 1) hyperprior: shape 1 + nnz/2, rate 1 + weighted sse/2
+                    alpha = float(rng.gamma(1.0 + 0.5 * nnz, 1.0 / (1.0 + 0.5 * weighted_sse)))
+                if robust:
+                    # each scale ~ Gamma(nu/2, nu/2) a priori; conditionals given the errors
+                    scale_u = rng.gamma(half_dof + 0.5 * count_u,
+                                        1.0 / (half_dof + 0.5 * alpha * err_u)).astype(np.float32)
+                    err_i = _k.row_squared_errors(*i_arrays, V, U, scale_u, mu, fit_bias)
+                    scale_i = rng.gamma(half_dof + 0.5 * count_i,
+                                        1.0 / (half_dof + 0.5 * alpha * err_i)).astype(np.float32)
+                    sse = float(_k.row_squared_errors(*u_arrays, U, V, ones_i, mu, fit_bias).sum())
+                else:
+                    sse = weighted_sse
+                self.loss_history_.append(float(np.sqrt(sse / nnz)))
+                self.noise_precision_history_.append(alpha)
+                if sweep >= int(self.burn_in):
+                    n_kept += 1
+                    sum_su += scale_u
+                    sum_si += scale_i
+                    if fit_bias:
+                        sum_bu += U[:, k]
+                        sum_bi += V[:, k]
+                    if cols + k > cap:
+                        cols = _compress(sum_A, sum_B, cols, max_rank)
+                    sum_A[:, cols:cols + k] = U[:, :k]
+                    sum_B[:, cols:cols + k] = V[:, :k]
+                    cols += k
+                if bar is not None:
+                    bar.set_postfix(rmse=f"{self.loss_history_[-1]:.4f}", alpha=f"{alpha:.2f}")
+                    bar.update()
+        if bar is not None:
+            bar.close()
+        # the last sample is in the sums: free it before the final copies
+        del U, V, X, Y, noise, noise_u, noise_i
+        if cols > max_rank:
+            cols = _compress(sum_A, sum_B, cols, max_rank)
+        scale = np.float32(1.0 / np.sqrt(n_kept))
+        del sum_A, sum_B  # no view of the buffers may outlive their shrinking
+        P = _shrink(flat_A, n_users, cap, cols, scale)
+        Q = _shrink(flat_B, n_items, cap, cols, scale)
+        self._set_data_state(ratings)
+        self._set_factor_state(P, Q,
+                               (sum_bu / n_kept).astype(np.float32),
+                               (sum_bi / n_kept).astype(np.float32), mu)
+        self.user_noise_scale_ = (sum_su / n_kept).astype(np.float32)
+        self.item_noise_scale_ = (sum_si / n_kept).astype(np.float32)
+        self.rank_ = int(cols)
+        self.n_samples_ = n_kept
+        return self
+
+
+def _sample_normal_wishart(X, beta0, rng):
+    """Draw the Gaussian prior of the rows of ``X`` from its Normal-Wishart conditional.
+
+    Hyperprior as in BPMF: mean 0, ``beta0``, ``nu0 = d`` degrees of freedom, scale ``W0 = I``.
+
+    Returns
+    -------
+    prior_lin : float32 array of shape (d,)
+        ``Lambda @ m``.
+    prior_prec : float32 array of shape (d, d)
+        ``Lambda``.
+    """
+    n, d = X.shape
+    total = np.zeros(d)
+    scatter = np.zeros((d, d))
+    for start in range(0, n, 1 << 15):  # float64 sums, in blocks to keep memory flat
+        block = X[start:start + (1 << 15)].astype(np.float64)
+        total += block.sum(axis=0)
+        scatter += block.T @ block
+    xbar = total / n
+    S = scatter - n * np.outer(xbar, xbar)         # n times the sample covariance
+    beta = beta0 + n
+    nu = d + n
+    mean = (n * xbar) / beta
+    W_inv = np.eye(d) + S + (beta0 * n / beta) * np.outer(xbar, xbar)
+    W = np.linalg.inv(W_inv)
+    W = 0.5 * (W + W.T)
+    Lam = _sample_wishart(W, nu, rng)
+    # m ~ N(mean, (beta Lam)^-1): with beta Lam = C C', m = mean + C^-T z
+    C = np.linalg.cholesky(beta * Lam)
+    m = mean + np.linalg.solve(C.T, rng.standard_normal(d))
+    return (Lam @ m).astype(np.float32), Lam.astype(np.float32)
+
+
+def _sample_wishart(W, nu, rng):
+    """A Wishart(W, nu) draw by the Bartlett decomposition, shape (d, d)."""
+    d = W.shape[0]
+    L = np.linalg.cholesky(W)
+    A = np.tril(rng.standard_normal((d, d)), -1)
+    A[np.diag_indices(d)] = np.sqrt(rng.chisquare(nu - np.arange(d)))
+    LA = L @ A
+    return LA @ LA.T
+
+
+CHUNK_ROWS = 1 << 12
+
+
+def _shrink(flat, n_rows, cap, cols, scale):
+    """The first ``cols`` columns of the (n_rows, cap) matrix stored in ``flat``, times ``scale``,
+    as an (n_rows, cols) C-ordered array made *in* ``flat``: rows are moved down in place and the
+    buffer is then reallocated to the smaller size, so no second copy of the factors is made."""
+    for start in range(0, n_rows, CHUNK_ROWS):
+        stop = min(start + CHUNK_ROWS, n_rows)
+        # a chunk's destination ends before the next chunk's source starts (cols <= cap)
+        chunk = flat[start * cap:stop * cap].reshape(stop - start, cap)[:, :cols] * scale
+        flat[start * cols:stop * cols] = chunk.ravel()
+    flat.resize(n_rows * cols, refcheck=False)
+    return flat.reshape(n_rows, cols)
+
+
+def _compress(A, B, cols, rank):
+    """Replace ``A[:, :cols] @ B[:, :cols].T`` by its best rank-``rank`` approximation, in place.
+
+    Works through the small Gram matrices (``A = Q_a S_a'`` with ``Q_a = A T_a`` orthonormal, from
+    the eigendecomposition of ``A'A``; the same for ``B``; then the SVD of the core ``S_a' S_b``)
+    and rewrites the leading columns of ``A`` and ``B`` chunk by chunk, so that nothing of the
+    size of ``A`` is allocated. Directions with negligible weight (samples that repeat each
+    other) are dropped.
+
+    Returns
+    -------
+    int
+        The number of columns now in use (at most ``rank``).
+    """
+    Ta, Sa = _gram_basis(A, cols)
+    Tb, Sb = _gram_basis(B, cols)
+    U, s, Vt = np.linalg.svd(Sa.T @ Sb)
+    r = min(rank, int(np.count_nonzero(s > s[0] * 1e-9)) if s.size and s[0] > 0 else 1)
+    root = np.sqrt(s[:r])
+    for X, T in ((A, Ta @ (U[:, :r] * root)), (B, Tb @ (Vt[:r].T * root))):
+        T = T.astype(X.dtype)
+        for start in range(0, X.shape[0], CHUNK_ROWS):
+            # the chunk's product is complete before it overwrites the chunk's leading columns
+            X[start:start + CHUNK_ROWS, :r] = X[start:start + CHUNK_ROWS, :cols] @ T
+    return r
+
+
+def _gram_basis(A, cols):
+    """``(T, S)``, shape (cols, r) each, with ``A[:, :cols] @ T`` orthonormal and
+    ``A[:, :cols] = (A[:, :cols] @ T) @ S.T``."""
+    G = np.zeros((cols, cols))
+    for start in range(0, A.shape[0], CHUNK_ROWS):  # float64 Gram, chunk by chunk
+        block = A[start:start + CHUNK_ROWS, :cols].astype(np.float64)
+        G += block.T @ block
+    w, V = np.linalg.eigh(G)
+    keep = w > max(w[-1], 0.0) * 1e-12
+    if not keep.any():
+        keep[-1] = True
+        w = np.where(keep, 1.0, w)
+    w, V = w[keep], V[:, keep]
+    root = np.sqrt(w)
+    return V / root, V * root
