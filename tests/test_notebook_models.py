@@ -214,3 +214,23 @@ def test_predict_raw_ids_and_fallback():
     assert p.shape == (3,) and 1.0 <= p.min() and p.max() <= 5.0
     with pytest.raises(KeyError, match="unknown user id"):
         m.predict(["zz"], ["x"], unknown="error")
+
+
+# ---------------------------------------------------------------- fold-in
+@pytest.mark.parametrize("make", [
+    lambda: SVD(n_factors=2),
+    lambda: GradientDescent(n_factors=2, random_state=0),
+    lambda: GradientDescent(n_factors=2, learning_rate=0.01, missing="zero", random_state=0),
+    lambda: NMF(n_factors=2, random_state=0, n_epochs=500),
+])
+def test_fold_in_of_a_training_user_reproduces_it(seed_matrix, make):
+    m = make().fit(seed_matrix)
+    folded = m.fold_in({0: 5, 1: 3, 3: 2, 4: 1})  # user 0's ratings
+    np.testing.assert_allclose(folded.factors[0], m.user_factors_[0], rtol=1e-3, atol=1e-4)
+    ids, _ = m.recommend(folded, n=1)
+    assert ids[0, 0] == 2  # the one item user 0 has not rated
+
+
+def test_nmf_fold_in_is_non_negative(seed_matrix):
+    m = NMF(n_factors=3, missing="zero", random_state=0).fit(seed_matrix)
+    assert m.fold_in({0: 1, 4: 5}).factors.min() >= 0

@@ -81,7 +81,8 @@ def run_demo(out=None, *, random_state=0):
         "NMF": NMF(n_factors=2, missing="ignore", random_state=random_state),
         "GD": GradientDescent(n_factors=2, missing="ignore", random_state=random_state),
     }
-    preds = {name: m.fit(X).reconstruct() for name, m in models.items()}
+    fitted = {name: m.fit(X) for name, m in models.items()}
+    preds = {name: m.reconstruct() for name, m in fitted.items()}
     lo, hi = X[X != 0].min(), X[X != 0].max()
     blanks = np.argwhere(X == 0)
     out.write("Blank cell      " + "".join(f"{name:>8}" for name in preds) + "\n")
@@ -91,12 +92,12 @@ def run_demo(out=None, *, random_state=0):
     out.write(f"(2 factors each; predictions clipped to the rating scale {lo:g}..{hi:g})\n")
 
     _section(out, "5. Top recommendation per user  (best unrated item)")
-    out.write("User   " + "".join(f"{name:>16}" for name in preds) + "\n")
-    for u in range(X.shape[0]):
-        unrated = np.flatnonzero(X[u] == 0)
+    users = np.arange(X.shape[0])
+    top = {name: m.recommend(users, n=1, exclude_seen=True) for name, m in fitted.items()}
+    out.write("User   " + "".join(f"{name:>16}" for name in top) + "\n")
+    for u in users:
         row = f"user {u} "
-        for p in preds.values():
-            best = unrated[np.argmax(p[u, unrated])]
-            row += f"{f'item {best} ({np.clip(p[u, best], lo, hi):.2f})':>16}"
+        for ids, scores in top.values():
+            row += f"{f'item {ids[u, 0]} ({np.clip(scores[u, 0], lo, hi):.2f})':>16}"
         out.write(row + "\n")
     return 0

@@ -440,12 +440,17 @@ class FactorModel(BaseModel):
         diagonal. The defaults read the model's attributes of those names; models whose
         hyperparameters are named otherwise override this.
         """
+        def number(name, default, kind=float):
+            value = getattr(self, name, default)
+            # "auto" and other symbolic settings have no fold-in meaning: use the default
+            return kind(value) if isinstance(value, (int, float, np.number)) and value else default
+
         # a fitted lambda (regularization_) wins over the hyperparameter it was derived from
-        reg = float(getattr(self, "regularization_", getattr(self, "regularization", 0.02)))
-        return {"learning_rate": float(getattr(self, "learning_rate", 0.005) or 0.005),
+        reg = float(getattr(self, "regularization_", number("regularization", 0.02)))
+        return {"learning_rate": number("learning_rate", 0.005),
                 "regularization": reg,
-                "bias_regularization": float(getattr(self, "bias_regularization", reg)),
-                "n_epochs": int(getattr(self, "n_epochs", 20) or 20)}
+                "bias_regularization": number("bias_regularization", reg),
+                "n_epochs": number("n_epochs", 20, int)}
 
     def _fold_in_fits_bias(self):
         """Whether the model has user biases (then fold-in estimates one too)."""
@@ -607,3 +612,56 @@ def _batch(users, items, values):
     if (codes < 0).any():
         raise ValueError("fold_in user ids hold missing values (None/NaN)")
     return np.asarray(uniques), codes.astype(np.int64), items, values
+
+
+def ridge_fold_in(Q, indptr, items, values, reg, *, zero_fill=False, nonneg=False):
+    """Least-squares user vectors against fixed item factors, one CSR row per user.
+
+    Solves ``min_p |t - F p|^2 + reg |p|^2`` per row, where ``F`` holds the factors of the rated
+    items and ``t`` the ratings, or — with ``zero_fill`` — ``F`` is every item and ``t`` the
+    row with zeros in its blanks (the objective of the ``missing="zero"`` models).
+
+    Parameters
+    ----------
+    Q : ndarray of shape (n_items, k)
+    indptr : ndarray of shape (m + 1,)
+    items, values : ndarrays of shape (nnz,)
+    reg : float
+        0 gives the minimum-norm least-squares solution.
+    zero_fill : bool, default=False
+    nonneg : bool, default=False
+        Non-negative least squares (NMF).
+
+    Returns
+    -------
+    ndarray of float64, shape (m, k)
+    """
+    from scipy.optimize import nnls
+
+    Q = np.asarray(Q, dtype=np.float64)
+    n_items, k = Q.shape
+    m = indptr.size - 1
+    P = np.zeros((m, k))
+    gram_all = Q.T @ Q if zero_fill else None
+    for u in range(m):
+        s, e = indptr[u], indptr[u + 1]
+        if e == s:
+            continue
+        it, t = items[s:e], np.asarray(values[s:e], dtype=np.float64)
+        F = Q[it]
+        if nonneg:
+            if zero_fill:
+                target = np.zeros(n_items)
+                target[it] = t
+                F, t = Q, target
+            A = np.vstack([F, np.sqrt(reg) * np.eye(k)]) if reg > 0 else F
+            b = np.concatenate([t, np.zeros(k)]) if reg > 0 else t
+            P[u] = nnls(A, b)[0]
+            continue
+        gram = gram_all if zero_fill else F.T @ F
+        rhs = F.T @ t  # blanks contribute zeros to the right-hand side
+        if reg > 0:
+            P[u] = np.linalg.solve(gram + reg * np.eye(k), rhs)
+        else:
+            P[u] = np.linalg.lstsq(gram, rhs, rcond=None)[0]
+    return P

@@ -80,6 +80,13 @@ class GradientDescent(FactorModel):
         # with blanks as zeros the scores are not on the rating scale: clipping would distort them
         return self.missing == "ignore"
 
+    def _fold_in_solve(self, indptr, items, values):
+        # the exact minimiser of this model's objective for one new row, Q held fixed
+        from .base import ridge_fold_in
+        P = ridge_fold_in(self.item_factors_, indptr, items, values, self.regularization,
+                          zero_fill=self.missing == "zero")
+        return P, np.zeros(P.shape[0])
+
     def _validate_params(self):
         check_int("n_factors", self.n_factors, low=1)
         check_int("n_epochs", self.n_epochs, low=1)

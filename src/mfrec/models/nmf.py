@@ -64,6 +64,18 @@ class NMF(FactorModel):
         # with blanks as zeros the scores are not on the rating scale: clipping would distort them
         return self.missing == "ignore"
 
+    def _fold_in_solve(self, indptr, items, values):
+        # non-negative least squares with the model's penalty (per rating for "ignore")
+        from .base import ridge_fold_in
+        P = np.zeros((indptr.size - 1, self.item_factors_.shape[1]))
+        for u in range(P.shape[0]):
+            n = indptr[u + 1] - indptr[u]
+            reg = self._lambda * (n if self.missing == "ignore" else 1.0)
+            P[u] = ridge_fold_in(self.item_factors_, indptr[u:u + 2] - indptr[u],
+                                 items[indptr[u]:indptr[u + 1]], values[indptr[u]:indptr[u + 1]],
+                                 reg, zero_fill=self.missing == "zero", nonneg=True)[0]
+        return P, np.zeros(P.shape[0])
+
     def _validate_params(self):
         check_int("n_factors", self.n_factors, low=1)
         check_choice("missing", self.missing, ("zero", "ignore"))

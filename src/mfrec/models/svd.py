@@ -84,6 +84,14 @@ class SVD(FactorModel):
         # with blanks as zeros the scores are not on the rating scale: clipping would distort them
         return self.missing == "ignore"
 
+    def _fold_in_solve(self, indptr, items, values):
+        # "zero": the projection X_u @ V, exactly how training rows got U S; "ignore": least
+        # squares on the rated items only
+        from .base import ridge_fold_in
+        P = ridge_fold_in(self.item_factors_, indptr, items, values, 0.0,
+                          zero_fill=self.missing == "zero")
+        return P, np.zeros(P.shape[0])
+
     def _validate_params(self):
         check_int("n_factors", self.n_factors, low=1, allow_none=True)
         check_choice("missing", self.missing, ("zero", "ignore"))
