@@ -16,28 +16,20 @@ usage: flock /tmp/mfrec-bench.lock .venv/bin/python benchmarks/bench_als.py [sec
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
-import textwrap
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (command_line, load_ml100k_random_split, load_ml100k_split,  # noqa: E402
-                    load_synth, run_measured, timer, write_table)
+from common import (MEM_BASE_BODY, MEM_NOTE, MEM_SURPRISE_SVD_BODY, SEED,  # noqa: E402
+                    command_line, compile_table, load_synth, memory_rows, ml100k_rows, rmse,
+                    run_sections, synth_split, timer, write_table)
 
 SECTIONS = ("accuracy", "synth", "speed", "memory", "compile")
-SPLITS = ("u1", "u2", "u3", "u4", "u5")
-SEED = 0
 SPARK_MEASURED_BEFORE = 19.0  # s / iteration, local[2], rank 64, as quoted in the issue
-
-
-def _rmse(y, p):
-    y = np.asarray(y, dtype=np.float64)
-    return float(np.sqrt(np.mean((y - np.asarray(p, dtype=np.float64)) ** 2)))
 
 
 def surprise_svd_rmse(train, test):
@@ -48,7 +40,15 @@ def surprise_svd_rmse(train, test):
         algo = SVD(random_state=SEED)
         algo.fit(data.build_full_trainset())
     pred = np.array([algo.predict(u, i).est for u, i in zip(test.user, test.item)])
-    return _rmse(test.rating, pred), t.seconds
+    return rmse(test.rating, pred), t.seconds
+
+
+def _score(name, make, train, test):
+    if make == "surprise-svd":
+        return surprise_svd_rmse(train, test)
+    with timer() as t:
+        model = make().fit(train[["user", "item", "rating"]])
+    return rmse(test.rating, model.predict(test.user, test.item)), t.seconds
 
 
 def ml100k_table(models, title, path, notes):
@@ -57,27 +57,7 @@ def ml100k_table(models, title, path, notes):
     ``models`` maps a name to a zero-argument callable returning an unfitted mfrec model, or to
     the string ``"surprise-svd"``.
     """
-    splits = {s: load_ml100k_split(s) for s in SPLITS}
-    splits["random"] = load_ml100k_random_split(seed=SEED)
-    rows = []
-    for name, make in models.items():
-        row = {"model": name}
-        times = []
-        for s, (train, test) in splits.items():
-            if make == "surprise-svd":
-                row[s], seconds = surprise_svd_rmse(train, test)
-            else:
-                with timer() as t:
-                    model = make().fit(train[["user", "item", "rating"]])
-                seconds = t.seconds
-                row[s] = _rmse(test.rating, model.predict(test.user, test.item))
-            if s in SPLITS:
-                times.append(seconds)
-            print(name, s, f"{row[s]:.4f}", f"{seconds:.2f}s", flush=True)
-        row["mean u1..u5"] = float(np.mean([row[s] for s in SPLITS]))
-        row["random split"] = row.pop("random")
-        row["fit s (mean u1..u5)"] = float(np.mean(times))
-        rows.append(row)
+    rows = ml100k_rows(models, _score)
     write_table(path, title, rows, command_line(), notes=notes)
     return rows
 
@@ -96,16 +76,6 @@ def accuracy(args):
         "Fit times of mfrec include the kernels loading from Numba's cache on the first fit."])
 
 
-def synth_split(test_fraction=0.1):
-    """Random 90/10 split of the synthetic 5M set: (train Ratings, test users, items, ratings)."""
-    import mfrec
-    users, items, ratings = load_synth()
-    test = np.random.default_rng(SEED).random(users.size) < test_fraction
-    train = mfrec.Ratings.from_indices(users[~test], items[~test], ratings[~test],
-                                       shape=(int(users.max()) + 1, int(items.max()) + 1))
-    return train, users[test], items[test], ratings[test]
-
-
 def synth_table(models, path, title, notes):
     """Fit each model on the 90/10 synthetic split; write test RMSE and fit time."""
     train, tu, ti, tr = synth_split()
@@ -113,7 +83,7 @@ def synth_table(models, path, title, notes):
     for name, make in models.items():
         with timer() as t:
             model = make().fit(train)
-        rows.append({"model": name, "test RMSE": _rmse(tr, model.predict(tu, ti)),
+        rows.append({"model": name, "test RMSE": rmse(tr, model.predict(tu, ti)),
                      "fit s (2 threads)": t.seconds})
         print(rows[-1], flush=True)
     write_table(path, title, rows, command_line(), notes=notes)
@@ -214,50 +184,22 @@ def speed(args):
                 rows, command_line(), notes=notes)
 
 
-_MEM_CODE = textwrap.dedent("""
-    import sys, time
-    sys.path.insert(0, {bench!r})
-    from common import load_synth
-    users, items, ratings = load_synth()
-    t = time.perf_counter()
-    {body}
-    print("fit_s", time.perf_counter() - t)
-""")
-
 MEM_BODIES = {
-    "python + numpy + mfrec + data only": "import mfrec",
+    "python + numpy + mfrec + data only": MEM_BASE_BODY,
     "mfrec ALS k=64 (cg), 2 sweeps": "import mfrec; mfrec.ALS(n_factors=64, n_epochs=2).fit("
                                      "mfrec.Ratings.from_indices(users, items, ratings))",
     "mfrec ALS k=64 solver='cholesky', 2 sweeps": (
         "import mfrec; mfrec.ALS(n_factors=64, n_epochs=2, solver='cholesky').fit("
         "mfrec.Ratings.from_indices(users, items, ratings))"),
-    "Surprise SVD k=64, 1 epoch": (
-        "import pandas as pd; from surprise import SVD, Dataset, Reader; "
-        "f = pd.DataFrame({'user': users, 'item': items, 'rating': ratings}); "
-        "ts = Dataset.load_from_df(f, Reader(rating_scale=(1, 5))).build_full_trainset(); "
-        "del f; SVD(n_factors=64, n_epochs=1).fit(ts)"),
+    "Surprise SVD k=64, 1 epoch": MEM_SURPRISE_SVD_BODY,
 }
 
 
 def memory_table(bodies, path, title, goal_note):
     """Run each body in a fresh process; the last one is the anchor. Returns the rows."""
-    bench = str(Path(__file__).resolve().parent)
-    rows = []
-    for name, body in bodies.items():
-        res = run_measured([sys.executable, "-c", _MEM_CODE.format(bench=bench, body=body)])
-        if res["returncode"] != 0:
-            raise RuntimeError(f"{name} failed:\n{res['stderr'][-2000:]}")
-        fit = [ln for ln in res["stdout"].splitlines() if ln.startswith("fit_s")]
-        rows.append({"process": name, "peak RSS MB": res["peak_rss_mb"],
-                     "work s": float(fit[0].split()[1]) if fit else float("nan")})
-        print(rows[-1], flush=True)
-    anchor = rows[-1]["peak RSS MB"]
-    for r in rows[:-1]:
-        r["vs Surprise"] = f"{r['peak RSS MB'] / anchor:.2f}x"
+    rows = memory_rows(bodies)
     write_table(path, title, rows, command_line(), notes=[
-        "Each row is a separate Python process: imports, loading the 5M arrays, building the "
-        "model's input (mfrec Ratings / Surprise trainset) and fitting. Peak RSS from the "
-        "kernel's rusage of that process (wait4). " + goal_note])
+        MEM_NOTE + "Peak RSS from the kernel's rusage of that process (wait4). " + goal_note])
     return rows
 
 
@@ -267,63 +209,14 @@ def memory(args):
                  "Goal: <= 1/4 of Surprise's.")
 
 
-_COMPILE_CODE = textwrap.dedent("""
-    import sys, time
-    t0 = time.perf_counter()
-    import mfrec
-    sys.path.insert(0, {bench!r})
-    from common import load_ml100k_split
-    train, test = load_ml100k_split("u1")
-    R = mfrec.Ratings.from_frame(train[["user", "item", "rating"]])
-    t1 = time.perf_counter()
-    mfrec.{model}.fit(R)
-    t2 = time.perf_counter()
-    mfrec.{model}.fit(R)
-    t3 = time.perf_counter()
-    print("times", t1 - t0, t2 - t1, t3 - t2)
-""")
-
-
-def compile_table(models, path):
-    """Cold (empty NUMBA_CACHE_DIR) and warm (second process) fits of each model on u1."""
-    bench = str(Path(__file__).resolve().parent)
-    rows = []
-    for name, expr in models.items():
-        with tempfile.TemporaryDirectory() as cache:
-            env = {**os.environ, "NUMBA_CACHE_DIR": cache}
-            for state in ("cold (empty cache)", "warm (second process)"):
-                res = run_measured([sys.executable, "-c", _COMPILE_CODE.format(
-                    bench=bench, model=expr)], env=env)
-                if res["returncode"] != 0:
-                    raise RuntimeError(f"{name} failed:\n{res['stderr'][-2000:]}")
-                line = [ln for ln in res["stdout"].splitlines() if ln.startswith("times")][0]
-                imp, first, second = (float(x) for x in line.split()[1:])
-                rows.append({"model": name, "process": state, "import + data s": imp,
-                             "first fit s": first, "second fit s (same process)": second})
-                print(rows[-1], flush=True)
-    write_table(path, "Numba compile cost: ML-100K u1 fit, defaults", rows, command_line(), notes=[
-        "Each pair of rows shares a fresh NUMBA_CACHE_DIR: the cold process compiles and writes "
-        "the kernels, the warm one loads them. The first fit of a process minus its second fit "
-        "is the compile (cold) or cache-load (warm) cost."])
-
-
 def compile_(args):
     compile_table({"ALS (cg, default)": "ALS(random_state=0)",
                    "ALS (cholesky)": "ALS(solver='cholesky', random_state=0)"}, "als_compile.md")
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("sections", nargs="*", help=f"any of {', '.join(SECTIONS)} (default: all)")
-    args = ap.parse_args()
-    bad = [s for s in args.sections if s not in SECTIONS]
-    if bad:
-        ap.error(f"unknown section(s) {bad}; choose from {SECTIONS}")
-    funcs = {"accuracy": accuracy, "synth": synth, "speed": speed, "memory": memory,
-             "compile": compile_}
-    for s in args.sections or SECTIONS:
-        print(f"== {s}", flush=True)
-        funcs[s](args)
+def main(argv=None):
+    run_sections(__doc__, SECTIONS, {"accuracy": accuracy, "synth": synth, "speed": speed,
+                                     "memory": memory, "compile": compile_}, argv)
 
 
 if __name__ == "__main__":

@@ -16,30 +16,20 @@ usage: flock /tmp/mfrec-bench.lock .venv/bin/python benchmarks/bench_sgd.py [sec
 """
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-import tempfile
-import textwrap
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (command_line, load_ml100k_random_split, load_ml100k_split,  # noqa: E402
-                    load_synth, run_measured, timer, write_table)
+from common import (MEM_BASE_BODY, MEM_NOTE, MEM_SURPRISE_SVD_BODY, SEED,  # noqa: E402
+                    command_line, compile_table, load_ml100k_split, load_synth, memory_rows,
+                    ml100k_rows, rmse, run_sections, synth_split, timer, write_table)
 
 SECTIONS = ("accuracy", "synth", "speed", "svdpp", "memory", "compile")
-SPLITS = ("u1", "u2", "u3", "u4", "u5")
 # k=64, 2 threads, measured earlier on this machine (LIBMF is not installable here now)
 LIBMF_UPDATES_PER_S = 37e6
-SEED = 0
-
-
-def _rmse(y, p):
-    y = np.asarray(y, dtype=np.float64)
-    return float(np.sqrt(np.mean((y - np.asarray(p, dtype=np.float64)) ** 2)))
 
 
 # ---------------------------------------------------------------------- anchors (Surprise)
@@ -69,30 +59,20 @@ def mfrec_models():
 
 
 # ---------------------------------------------------------------------- sections
+def _score(name, make, train, test):
+    with timer() as t:
+        if name.startswith("mfrec"):
+            model = make().fit(train[["user", "item", "rating"]])
+        else:
+            model = make()
+            model.fit(surprise_trainset(train))
+    pred = (model.predict(test.user, test.item) if name.startswith("mfrec")
+            else surprise_predict(model, test))
+    return rmse(test.rating, pred), t.seconds
+
+
 def accuracy(args):
-    splits = {s: load_ml100k_split(s) for s in SPLITS}
-    splits["random"] = load_ml100k_random_split(seed=SEED)
-    rows = []
-    for name, make in {**mfrec_models(), **surprise_models()}.items():
-        row = {"model": name}
-        times = []
-        for s, (train, test) in splits.items():
-            with timer() as t:
-                if name.startswith("mfrec"):
-                    model = make().fit(train[["user", "item", "rating"]])
-                else:
-                    model = make()
-                    model.fit(surprise_trainset(train))
-            if s in SPLITS:
-                times.append(t.seconds)
-            pred = (model.predict(test.user, test.item) if name.startswith("mfrec")
-                    else surprise_predict(model, test))
-            row[s] = _rmse(test.rating, pred)
-            print(name, s, f"{row[s]:.4f}", f"{t.seconds:.2f}s", flush=True)
-        row["mean u1..u5"] = float(np.mean([row[s] for s in SPLITS]))
-        row["random split"] = row.pop("random")
-        row["fit s (mean u1..u5)"] = float(np.mean(times))
-        rows.append(row)
+    rows = ml100k_rows({**mfrec_models(), **surprise_models()}, _score)
     write_table("sgd_accuracy.md", "SGD rating models: MovieLens 100K test RMSE", rows,
                 command_line(), notes=[
                     "All models with their library defaults (random_state=0); mfrec's defaults "
@@ -103,18 +83,13 @@ def accuracy(args):
 
 
 def synth(args):
-    import mfrec
-    users, items, ratings = load_synth()
-    rng = np.random.default_rng(SEED)
-    test = rng.random(users.size) < 0.1
-    train = mfrec.Ratings.from_indices(users[~test], items[~test], ratings[~test],
-                                       shape=(int(users.max()) + 1, int(items.max()) + 1))
+    train, tu, ti, tr = synth_split()
     rows = []
     for name, make in mfrec_models().items():
         with timer() as t:
             model = make().fit(train)
-        p = model.predict(users[test], items[test])
-        rows.append({"model": name, "test RMSE": _rmse(ratings[test], p), "fit s": t.seconds})
+        p = model.predict(tu, ti)
+        rows.append({"model": name, "test RMSE": rmse(tr, p), "fit s": t.seconds})
         print(rows[-1], flush=True)
     write_table("sgd_synth.md",
                 "SGD rating models: accuracy of the defaults on the synthetic 5M set", rows,
@@ -237,109 +212,35 @@ def svdpp(args):
                     "num_threads says (see the SVDpp docstring), so both rows are one thread."])
 
 
-_MEM_CODE = textwrap.dedent("""
-    import sys, time
-    sys.path.insert(0, {bench!r})
-    from common import load_synth
-    users, items, ratings = load_synth()
-    t = time.perf_counter()
-    {body}
-    print("fit_s", time.perf_counter() - t)
-""")
-
 _MEM_BODIES = {
-    "python + numpy + mfrec + data only": "import mfrec",
+    "python + numpy + mfrec + data only": MEM_BASE_BODY,
     "mfrec Baseline (ALS)": "import mfrec; mfrec.Baseline().fit("
                             "mfrec.Ratings.from_indices(users, items, ratings))",
     "mfrec BiasedMF k=64, 2 epochs": "import mfrec; mfrec.BiasedMF(n_factors=64, n_epochs=2).fit("
                                      "mfrec.Ratings.from_indices(users, items, ratings))",
     "mfrec SVDpp k=64, 2 epochs": "import mfrec; mfrec.SVDpp(n_factors=64, n_epochs=2).fit("
                                   "mfrec.Ratings.from_indices(users, items, ratings))",
-    "Surprise SVD k=64, 1 epoch": (
-        "import pandas as pd; from surprise import SVD, Dataset, Reader; "
-        "f = pd.DataFrame({'user': users, 'item': items, 'rating': ratings}); "
-        "ts = Dataset.load_from_df(f, Reader(rating_scale=(1, 5))).build_full_trainset(); "
-        "del f; SVD(n_factors=64, n_epochs=1).fit(ts)"),
+    "Surprise SVD k=64, 1 epoch": MEM_SURPRISE_SVD_BODY,
 }
 
 
 def memory(args):
-    bench = str(Path(__file__).resolve().parent)
-    rows = []
-    for name, body in _MEM_BODIES.items():
-        res = run_measured([sys.executable, "-c", _MEM_CODE.format(bench=bench, body=body)])
-        if res["returncode"] != 0:
-            raise RuntimeError(f"{name} failed:\n{res['stderr'][-2000:]}")
-        fit = [ln for ln in res["stdout"].splitlines() if ln.startswith("fit_s")]
-        rows.append({"process": name, "peak RSS MB": res["peak_rss_mb"],
-                     "work s": float(fit[0].split()[1]) if fit else float("nan")})
-        print(rows[-1], flush=True)
-    surprise = rows[-1]["peak RSS MB"]
-    for r in rows[:-1]:
-        r["vs Surprise"] = f"{r['peak RSS MB'] / surprise:.2f}x"
+    rows = memory_rows(_MEM_BODIES)
     write_table("sgd_memory.md", "Peak memory on the synthetic 5M set (fresh process each)", rows,
                 command_line(), notes=[
-                    "Each row is a separate Python process: imports, loading the 5M arrays, "
-                    "building the model's input (mfrec Ratings / Surprise trainset) and fitting. "
-                    "Peak RSS by /usr/bin/time (the rusage of a child of a small process). "
-                    "Goal: every "
-                    "mfrec model <= 1/4 of Surprise's."])
-
-
-_COMPILE_CODE = textwrap.dedent("""
-    import sys, time
-    t0 = time.perf_counter()
-    import mfrec
-    sys.path.insert(0, {bench!r})
-    from common import load_ml100k_split
-    train, test = load_ml100k_split("u1")
-    R = mfrec.Ratings.from_frame(train[["user", "item", "rating"]])
-    t1 = time.perf_counter()
-    mfrec.{model}.fit(R)
-    t2 = time.perf_counter()
-    mfrec.{model}.fit(R)
-    t3 = time.perf_counter()
-    print("times", t1 - t0, t2 - t1, t3 - t2)
-""")
+                    MEM_NOTE + "Peak RSS by /usr/bin/time (the rusage of a child of a small "
+                    "process). Goal: every mfrec model <= 1/4 of Surprise's."])
 
 
 def compile_(args):
-    bench = str(Path(__file__).resolve().parent)
-    rows = []
-    models = {"Baseline": "Baseline()", "Baseline (sgd)": "Baseline(method='sgd')",
-              "BiasedMF": "BiasedMF(random_state=0)", "SVDpp": "SVDpp(random_state=0)"}
-    for name, expr in models.items():
-        with tempfile.TemporaryDirectory() as cache:
-            env = {**os.environ, "NUMBA_CACHE_DIR": cache}
-            for state in ("cold (empty cache)", "warm (second process)"):
-                res = run_measured([sys.executable, "-c", _COMPILE_CODE.format(
-                    bench=bench, model=expr)], env=env)
-                if res["returncode"] != 0:
-                    raise RuntimeError(f"{name} failed:\n{res['stderr'][-2000:]}")
-                line = [ln for ln in res["stdout"].splitlines() if ln.startswith("times")][0]
-                imp, first, second = (float(x) for x in line.split()[1:])
-                rows.append({"model": name, "process": state, "import + data s": imp,
-                             "first fit s": first, "second fit s (same process)": second})
-                print(rows[-1], flush=True)
-    write_table("sgd_compile.md", "Numba compile cost: ML-100K u1 fit, defaults", rows,
-                command_line(), notes=[
-                    "Each pair of rows shares a fresh NUMBA_CACHE_DIR: the cold process compiles "
-                    "and writes the kernels, the warm one loads them. The first fit of a process "
-                    "minus its second fit is the compile (cold) or cache-load (warm) cost."])
+    compile_table({"Baseline": "Baseline()", "Baseline (sgd)": "Baseline(method='sgd')",
+                   "BiasedMF": "BiasedMF(random_state=0)", "SVDpp": "SVDpp(random_state=0)"},
+                  "sgd_compile.md")
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("sections", nargs="*", help=f"any of {', '.join(SECTIONS)} (default: all)")
-    args = ap.parse_args()
-    bad = [s for s in args.sections if s not in SECTIONS]
-    if bad:
-        ap.error(f"unknown section(s) {bad}; choose from {SECTIONS}")
-    funcs = {"accuracy": accuracy, "synth": synth, "speed": speed, "svdpp": svdpp,
-             "memory": memory, "compile": compile_}
-    for s in args.sections or SECTIONS:
-        print(f"== {s}", flush=True)
-        funcs[s](args)
+def main(argv=None):
+    run_sections(__doc__, SECTIONS, {"accuracy": accuracy, "synth": synth, "speed": speed,
+                                     "svdpp": svdpp, "memory": memory, "compile": compile_}, argv)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,21 @@ API (kept small and stable; other scripts import it)::
     write_table(path, title, rows, command, notes=None)
     command_line()                   -> the command that started this script, as a string
 
+and, for the section-based scripts (bench_als, bench_sgd, bench_bayes)::
+
+    rmse(y, p)                       -> root mean squared error, in float64
+    ml100k_rows(models, score)       -> RMSE rows over u1..u5 and the random split
+    synth_split(test_fraction=0.1)   -> (train Ratings, test users, items, ratings) of the 5M set
+    memory_rows(bodies)              -> peak RSS rows, one fresh process per body
+    compile_table(models, path)      -> cold and warm Numba compile cost on ML-100K u1
+    run_sections(doc, sections, funcs) -> the scripts' command line: run the sections asked for
+
 MovieLens 100K is read from ``$MFREC_DATA_DIR`` or ``../shared/data/ml-100k`` and never copied
 into the repository (its license forbids redistribution).
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as _dt
 import multiprocessing as _mp
@@ -27,6 +37,8 @@ import platform
 import shlex
 import subprocess
 import sys
+import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -44,6 +56,7 @@ _ML_COLUMNS = ["user", "item", "rating", "timestamp"]
 
 __all__ = ["ml100k_dir", "load_ml100k_split", "load_ml100k_random_split", "load_synth", "timer",
            "peak_rss_mb", "run_measured", "write_table", "command_line", "machine_info",
+           "rmse", "ml100k_rows", "synth_split", "memory_rows", "compile_table", "run_sections",
            "ML100K_SPLITS", "RESULTS_DIR", "DATA_DIR"]
 
 
@@ -214,7 +227,6 @@ def run_measured(argv, *, env=None, timeout=None):
     dict
         ``returncode``, ``wall_s``, ``peak_rss_mb``, ``stdout``, ``stderr``.
     """
-    import tempfile
     gnu_time = Path("/usr/bin/time")
     with tempfile.TemporaryDirectory() as tmp:
         rss_file = Path(tmp) / "rss"
@@ -337,3 +349,147 @@ def write_table(path, title, rows, command, notes=None):
             lines.extend([n, ""])
     path.write_text("\n".join(lines))
     return path
+
+
+
+# ---------------------------------------------------------------------- shared sections
+SEED = 0
+CV_SPLITS = ("u1", "u2", "u3", "u4", "u5")
+
+
+def rmse(y, p):
+    """Root mean squared error of predictions ``p`` against ``y``, computed in float64."""
+    y = np.asarray(y, dtype=np.float64)
+    return float(np.sqrt(np.mean((y - np.asarray(p, dtype=np.float64)) ** 2)))
+
+
+def ml100k_rows(models, score):
+    """Score every model on u1..u5 and the random split: one row of test RMSE per model.
+
+    ``models`` maps a name to whatever ``score(name, make, train, test)`` takes as ``make``;
+    ``score`` fits it on ``train`` and returns ``(test RMSE, fit seconds)``.
+    """
+    splits = {s: load_ml100k_split(s) for s in CV_SPLITS}
+    splits["random"] = load_ml100k_random_split(seed=SEED)
+    rows = []
+    for name, make in models.items():
+        row = {"model": name}
+        times = []
+        for s, (train, test) in splits.items():
+            row[s], seconds = score(name, make, train, test)
+            if s in CV_SPLITS:
+                times.append(seconds)
+            print(name, s, f"{row[s]:.4f}", f"{seconds:.2f}s", flush=True)
+        row["mean u1..u5"] = float(np.mean([row[s] for s in CV_SPLITS]))
+        row["random split"] = row.pop("random")
+        row["fit s (mean u1..u5)"] = float(np.mean(times))
+        rows.append(row)
+    return rows
+
+
+def synth_split(test_fraction=0.1):
+    """Random 90/10 split of the synthetic 5M set: (train Ratings, test users, items, ratings)."""
+    import mfrec
+    users, items, ratings = load_synth()
+    test = np.random.default_rng(SEED).random(users.size) < test_fraction
+    train = mfrec.Ratings.from_indices(users[~test], items[~test], ratings[~test],
+                                       shape=(int(users.max()) + 1, int(items.max()) + 1))
+    return train, users[test], items[test], ratings[test]
+
+
+_MEM_CODE = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {bench!r})
+    from common import load_synth
+    users, items, ratings = load_synth()
+    t = time.perf_counter()
+    {body}
+    print("fit_s", time.perf_counter() - t)
+""")
+
+# the process bodies every memory table shares (the last row of a table is its anchor)
+MEM_BASE_BODY = "import mfrec"
+MEM_SURPRISE_SVD_BODY = (
+    "import pandas as pd; from surprise import SVD, Dataset, Reader; "
+    "f = pd.DataFrame({'user': users, 'item': items, 'rating': ratings}); "
+    "ts = Dataset.load_from_df(f, Reader(rating_scale=(1, 5))).build_full_trainset(); "
+    "del f; SVD(n_factors=64, n_epochs=1).fit(ts)")
+MEM_NOTE = ("Each row is a separate Python process: imports, loading the 5M arrays, building the "
+            "model's input (mfrec Ratings / Surprise trainset) and fitting. ")
+
+
+def memory_rows(bodies):
+    """Run each body (after loading the 5M set) in a fresh process; the last one is the anchor.
+
+    Returns one row per body: peak RSS, seconds of the body's work and, but for the anchor's,
+    the ratio of its peak to the anchor's (column "vs Surprise").
+    """
+    rows = []
+    for name, body in bodies.items():
+        res = run_measured([sys.executable, "-c", _MEM_CODE.format(bench=str(HERE), body=body)])
+        if res["returncode"] != 0:
+            raise RuntimeError(f"{name} failed:\n{res['stderr'][-2000:]}")
+        fit = [ln for ln in res["stdout"].splitlines() if ln.startswith("fit_s")]
+        rows.append({"process": name, "peak RSS MB": res["peak_rss_mb"],
+                     "work s": float(fit[0].split()[1]) if fit else float("nan")})
+        print(rows[-1], flush=True)
+    anchor = rows[-1]["peak RSS MB"]
+    for r in rows[:-1]:
+        r["vs Surprise"] = f"{r['peak RSS MB'] / anchor:.2f}x"
+    return rows
+
+
+_COMPILE_CODE = textwrap.dedent("""
+    import sys, time
+    t0 = time.perf_counter()
+    import mfrec
+    sys.path.insert(0, {bench!r})
+    from common import load_ml100k_split
+    train, test = load_ml100k_split("u1")
+    R = mfrec.Ratings.from_frame(train[["user", "item", "rating"]])
+    t1 = time.perf_counter()
+    mfrec.{model}.fit(R)
+    t2 = time.perf_counter()
+    mfrec.{model}.fit(R)
+    t3 = time.perf_counter()
+    print("times", t1 - t0, t2 - t1, t3 - t2)
+""")
+
+
+def compile_table(models, path):
+    """Cold (empty NUMBA_CACHE_DIR) and warm (second process) fits of each model on u1."""
+    rows = []
+    for name, expr in models.items():
+        with tempfile.TemporaryDirectory() as cache:
+            env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+            for state in ("cold (empty cache)", "warm (second process)"):
+                res = run_measured([sys.executable, "-c", _COMPILE_CODE.format(
+                    bench=str(HERE), model=expr)], env=env)
+                if res["returncode"] != 0:
+                    raise RuntimeError(f"{name} failed:\n{res['stderr'][-2000:]}")
+                line = [ln for ln in res["stdout"].splitlines() if ln.startswith("times")][0]
+                imp, first, second = (float(x) for x in line.split()[1:])
+                rows.append({"model": name, "process": state, "import + data s": imp,
+                             "first fit s": first, "second fit s (same process)": second})
+                print(rows[-1], flush=True)
+    write_table(path, "Numba compile cost: ML-100K u1 fit, defaults", rows, command_line(), notes=[
+        "Each pair of rows shares a fresh NUMBA_CACHE_DIR: the cold process compiles and writes "
+        "the kernels, the warm one loads them. The first fit of a process minus its second fit "
+        "is the compile (cold) or cache-load (warm) cost."])
+
+
+def run_sections(doc, sections, funcs, argv=None):
+    """Command line of a section-based script: run the sections named (default: all) in order.
+
+    ``doc`` is the script's docstring (its first line describes the script), ``funcs`` maps each
+    section to a function taking the parsed arguments.
+    """
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("sections", nargs="*", help=f"any of {', '.join(sections)} (default: all)")
+    args = ap.parse_args(argv)
+    bad = [s for s in args.sections if s not in sections]
+    if bad:
+        ap.error(f"unknown section(s) {bad}; choose from {sections}")
+    for s in args.sections or sections:
+        print(f"== {s}", flush=True)
+        funcs[s](args)

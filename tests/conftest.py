@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,6 +34,76 @@ def ml100k_dir():
     return path
 
 
+def read_ml100k_split(path, name):
+    """MovieLens 100K ``{name}.base`` and ``{name}.test`` from folder ``path``, as DataFrames with
+    columns user, item, rating, timestamp."""
+    import pandas as pd
+    cols = ["user", "item", "rating", "timestamp"]
+    return tuple(pd.read_csv(path / f"{name}.{part}", sep="\t", names=cols)
+                 for part in ("base", "test"))
+
+
 @pytest.fixture
 def seed_matrix():
     return SEED_MATRIX.copy()
+
+
+# ---------------------------------------------------------------------- helpers the tests import
+def random_csr(n_rows, n_cols, density, seed, empty_rows=()):
+    """A random float32 CSR matrix of 1..5 ratings, the given rows emptied, indices sorted."""
+    rng = np.random.default_rng(seed)
+    m = sp.random(n_rows, n_cols, density=density, random_state=seed, format="lil",
+                  dtype=np.float32, data_rvs=lambda n: rng.integers(1, 6, n).astype(np.float32))
+    for r in empty_rows:
+        m[r, :] = 0
+    m = m.tocsr()
+    m.eliminate_zeros()
+    m.sort_indices()
+    return m
+
+
+def low_rank_ratings(n_users=80, n_items=60, rank=3, frac=0.5, seed=0):
+    """A noiseless rank-3 matrix plus biases, and a random half of its cells as training data."""
+    rng = np.random.default_rng(seed)
+    P = rng.normal(0, 0.7, (n_users, rank))
+    Q = rng.normal(0, 0.7, (n_items, rank))
+    bias_u, bias_i = rng.normal(0, 0.3, n_users), rng.normal(0, 0.3, n_items)
+    full = 3.0 + bias_u[:, None] + bias_i[None, :] + P @ Q.T
+    mask = rng.random(full.shape) < frac
+    u, i = np.nonzero(mask)
+    tu, ti = np.nonzero(~mask)
+    return (u, i, full[u, i]), (tu, ti, full[tu, ti]), (n_users, n_items)
+
+
+def two_blocks():
+    """Two communities: users 0-3 use items 0-3, users 4-7 items 4-7; user 0 has not used item 0
+    and user 5 not item 6 yet, so each one's top recommendation is known."""
+    X = np.kron(np.eye(2), np.ones((4, 4)))
+    X[0, 0] = 0
+    X[5, 6] = 0
+    return X
+
+
+def damped_biases(r, regularization):
+    """Global mean and damped user and item biases of Ratings ``r``: (mu, bu, bi)."""
+    mu = float(r.values.mean())
+    bu = np.bincount(r.user_index, r.values - mu, r.n_users) / (r.user_counts() + regularization)
+    bi = np.bincount(r.item_index, r.values - mu - bu[r.user_index], r.n_items) / (
+        r.item_counts() + regularization)
+    return mu, bu, bi
+
+
+def fold_in_errors(model, train, test, users=range(5)):
+    """Mean test RMSE over ``users`` of each one's training ratings folded back in, and of the
+    trained model: (folded, trained). The model's prediction is mean + biases + factors."""
+    from mfrec.evaluation.metrics import rmse
+    errs = []
+    for u in users:
+        sel, ts = train[0] == u, test[0] == u
+        folded = model.fold_in((train[1][sel], train[2][sel]))
+        items = test[1][ts]
+        pred = (model.global_mean_ + folded.bias[0] + model.item_bias_[items]
+                + model.item_factors_[items] @ folded.factors[0])
+        errs.append((rmse(test[2][ts], pred),
+                     rmse(test[2][ts], model.predict(test[0][ts], items, clip=False))))
+    return np.mean(errs, axis=0)

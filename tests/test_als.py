@@ -2,7 +2,6 @@
 determinism, fallbacks and argument errors."""
 import numpy as np
 import pytest
-import scipy.sparse as sp
 
 from mfrec import ALS, Ratings
 from mfrec.evaluation import rmse
@@ -10,37 +9,13 @@ from mfrec.io import read_ratings
 from mfrec.kernels import als as k
 from mfrec.models import als as als_module
 
-
-def _random_csr(n_rows, n_cols, density, seed, empty_rows=()):
-    rng = np.random.default_rng(seed)
-    m = sp.random(n_rows, n_cols, density=density, random_state=seed, format="csr",
-                  dtype=np.float32, data_rvs=lambda n: rng.integers(1, 6, n).astype(np.float32))
-    m = m.tolil()
-    for r in empty_rows:
-        m[r, :] = 0
-    m = m.tocsr()
-    m.eliminate_zeros()
-    m.sort_indices()
-    return m
-
-
-def _low_rank(n_users=80, n_items=60, rank=3, frac=0.5, seed=0):
-    """A noiseless rank-3 matrix plus biases, and a random half of its cells as training data."""
-    rng = np.random.default_rng(seed)
-    P = rng.normal(0, 0.7, (n_users, rank))
-    Q = rng.normal(0, 0.7, (n_items, rank))
-    bias_u, bias_i = rng.normal(0, 0.3, n_users), rng.normal(0, 0.3, n_items)
-    full = 3.0 + bias_u[:, None] + bias_i[None, :] + P @ Q.T
-    mask = rng.random(full.shape) < frac
-    u, i = np.nonzero(mask)
-    tu, ti = np.nonzero(~mask)
-    return (u, i, full[u, i]), (tu, ti, full[tu, ti]), (n_users, n_items)
+from conftest import low_rank_ratings, random_csr
 
 
 @pytest.mark.parametrize("fit_bias", [True, False])
 def test_cholesky_kernel_matches_reference(fit_bias):
     # light rows (dual solve), heavy rows (primal solve) and empty rows, with and without biases
-    m = _random_csr(40, 30, 0.3, 1, empty_rows=(3, 17))
+    m = random_csr(40, 30, 0.3, 1, empty_rows=(3, 17))
     kf = 6
     rng = np.random.default_rng(2)
     X = rng.normal(size=(40, kf)).astype(np.float32)
@@ -62,7 +37,7 @@ def test_cholesky_kernel_matches_reference(fit_bias):
 @pytest.mark.parametrize("fit_bias", [True, False])
 def test_cg_kernel_matches_reference(fit_bias):
     # the same CG iterates, from the same warm start
-    m = _random_csr(30, 25, 0.4, 3, empty_rows=(5,))
+    m = random_csr(30, 25, 0.4, 3, empty_rows=(5,))
     rng = np.random.default_rng(4)
     X = rng.normal(size=(30, 5)).astype(np.float32)
     xb = rng.normal(size=30).astype(np.float32)
@@ -77,7 +52,7 @@ def test_cg_kernel_matches_reference(fit_bias):
 
 
 def test_squared_error_matches_reference():
-    m = _random_csr(20, 15, 0.5, 5)
+    m = random_csr(20, 15, 0.5, 5)
     rng = np.random.default_rng(6)
     P, Q = rng.normal(size=(20, 4)).astype(np.float32), rng.normal(size=(15, 4)).astype(np.float32)
     bu, bi = rng.normal(size=20).astype(np.float32), rng.normal(size=15).astype(np.float32)
@@ -90,7 +65,7 @@ def test_squared_error_matches_reference():
 @pytest.mark.parametrize("solver", ["cholesky", "cg"])
 def test_recovers_low_rank_matrix(solver):
     # half the cells of a noiseless rank-3 matrix with biases predict the other half closely
-    train, test, shape = _low_rank()
+    train, test, shape = low_rank_ratings()
     data = Ratings.from_indices(*train, shape=shape)
     model = ALS(n_factors=3, n_epochs=40, regularization=1e-3, solver=solver, random_state=0,
                 num_threads=1).fit(data)
@@ -102,7 +77,7 @@ def test_recovers_low_rank_matrix(solver):
 
 
 def test_without_biases_keeps_biases_zero():
-    train, test, shape = _low_rank()
+    train, test, shape = low_rank_ratings()
     model = ALS(n_factors=5, n_epochs=30, regularization=1e-3, biases=False, random_state=0).fit(
         Ratings.from_indices(*train, shape=shape))
     assert not model.user_bias_.any() and not model.item_bias_.any()
@@ -114,7 +89,7 @@ def test_deterministic_and_thread_independent(monkeypatch):
     # rows are solved independently, so neither a refit nor the thread count changes anything
     # (small data normally runs on one thread: lift that so two threads really run)
     monkeypatch.setattr(als_module, "RATINGS_PER_THREAD", 1)
-    train, _, shape = _low_rank(seed=1)
+    train, _, shape = low_rank_ratings(seed=1)
     data = Ratings.from_indices(*train, shape=shape)
     a = ALS(n_factors=4, n_epochs=5, random_state=7, num_threads=1).fit(data)
     b = ALS(n_factors=4, n_epochs=5, random_state=7, num_threads=1).fit(data)
@@ -152,7 +127,7 @@ def test_unknown_ids_and_empty_rows_fall_back():
 
 def test_fold_in_of_a_training_user_gives_back_its_vector():
     # ALS-WR solves users by ridge with regularization_ * n_u: fold-in repeats that solve
-    train, _, shape = _low_rank(seed=2)
+    train, _, shape = low_rank_ratings(seed=2)
     data = Ratings.from_indices(*train, shape=shape)
     model = ALS(n_factors=3, n_epochs=60, regularization=0.05, random_state=0).fit(data)
     row = data.csr[7]

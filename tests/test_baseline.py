@@ -8,6 +8,8 @@ import mfrec
 from mfrec.evaluation.metrics import rmse
 from mfrec.kernels import sgd as K
 
+from conftest import read_ml100k_split
+
 
 def bias_data(seed=0, n_users=40, n_items=30, density=0.6):
     rng = np.random.default_rng(seed)
@@ -89,10 +91,8 @@ def test_bad_hyperparameters(kw, exc, match, seed_matrix):
 
 def test_movielens_u1_matches_known_value(ml100k_dir):
     # ALS with (15, 10) is deterministic: u1 test RMSE 0.9599 (Surprise BaselineOnly: 0.96 on u1)
-    cols = ["user", "item", "rating", "ts"]
-    train = pd.read_csv(ml100k_dir / "u1.base", sep="\t", names=cols)
-    test = pd.read_csv(ml100k_dir / "u1.test", sep="\t", names=cols)
-    model = mfrec.Baseline().fit(train[cols[:3]])
+    train, test = read_ml100k_split(ml100k_dir, "u1")
+    model = mfrec.Baseline().fit(train[["user", "item", "rating"]])
     assert rmse(test.rating, model.predict(test.user, test.item)) == pytest.approx(0.9599, abs=5e-4)
 
 

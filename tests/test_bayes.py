@@ -2,7 +2,6 @@
 averaged predictive, recovery of a known low-rank matrix, determinism, fallbacks and errors."""
 import numpy as np
 import pytest
-import scipy.sparse as sp
 
 from mfrec import BayesianMF, Ratings
 from mfrec.evaluation import rmse
@@ -12,44 +11,23 @@ from mfrec.kernels.als import balanced_order
 from mfrec.models import als as als_module
 from mfrec.models import bayes as model_module
 
-
-def _random_csr(n_rows, n_cols, density, seed, empty_rows=()):
-    rng = np.random.default_rng(seed)
-    m = sp.random(n_rows, n_cols, density=density, random_state=seed, format="lil",
-                  dtype=np.float32, data_rvs=lambda n: rng.integers(1, 6, n).astype(np.float32))
-    for r in empty_rows:
-        m[r, :] = 0
-    m = m.tocsr()
-    m.eliminate_zeros()
-    m.sort_indices()
-    return m
+from conftest import low_rank_ratings, random_csr
 
 
-def _low_rank(n_users=80, n_items=60, rank=3, frac=0.5, seed=0):
-    """A noiseless rank-3 matrix plus biases, and a random half of its cells as training data."""
-    rng = np.random.default_rng(seed)
-    P = rng.normal(0, 0.7, (n_users, rank))
-    Q = rng.normal(0, 0.7, (n_items, rank))
-    bias_u, bias_i = rng.normal(0, 0.3, n_users), rng.normal(0, 0.3, n_items)
-    full = 3.0 + bias_u[:, None] + bias_i[None, :] + P @ Q.T
-    mask = rng.random(full.shape) < frac
-    u, i = np.nonzero(mask)
-    tu, ti = np.nonzero(~mask)
-    return (u, i, full[u, i]), (tu, ti, full[tu, ti]), (n_users, n_items)
-
-
-@pytest.mark.parametrize("fit_bias, weighted", [(True, False), (False, False), (True, True)])
-def test_sample_rows_matches_reference(fit_bias, weighted):
+@pytest.mark.parametrize("fit_bias, weighted, per_row", [
+    (True, False, False), (False, False, False), (True, True, False), (True, True, True)])
+def test_sample_rows_matches_reference(fit_bias, weighted, per_row):
     # the same normal draws give the same posterior samples, empty rows drawn from the prior;
-    # weighted: noise scales per row and per column (noise="rows")
-    m = _random_csr(30, 20, 0.3, 1, empty_rows=(4,))
+    # weighted: noise scales per row and per column (noise="rows"); per_row: a prior mean per
+    # row (the implicit-feedback offsets)
+    m = random_csr(30, 20, 0.3, 1, empty_rows=(4,))
     d = 5
     rng = np.random.default_rng(2)
     X = rng.normal(size=(30, d)).astype(np.float32)
     Y = rng.normal(size=(20, d)).astype(np.float32)
     B = rng.normal(size=(d, d))
     prec = (B @ B.T + d * np.eye(d)).astype(np.float32)
-    lin = rng.normal(size=d).astype(np.float32)
+    lin = rng.normal(size=(30 if per_row else 1, d)).astype(np.float32)
     noise = rng.standard_normal((30, d)).astype(np.float32)
     xw, yw = np.ones(30, np.float32), np.ones(20, np.float32)
     if weighted:
@@ -63,13 +41,14 @@ def test_sample_rows_matches_reference(fit_bias, weighted):
     np.testing.assert_allclose(X, Xr, atol=1e-4)
     # row 4 has no ratings: prior mean plus the prior's noise
     L = np.linalg.cholesky(prec.astype(np.float64))
-    expect = np.linalg.solve(prec.astype(np.float64), lin) + np.linalg.solve(L.T, noise[4])
+    expect = (np.linalg.solve(prec.astype(np.float64), lin[4 if per_row else 0])
+              + np.linalg.solve(L.T, noise[4]))
     np.testing.assert_allclose(X[4], expect, atol=1e-4)
 
 
 @pytest.mark.parametrize("fit_bias", [True, False])
 def test_row_squared_errors_match_reference(fit_bias):
-    m = _random_csr(25, 15, 0.4, 3)
+    m = random_csr(25, 15, 0.4, 3)
     rng = np.random.default_rng(4)
     X, Y = rng.normal(size=(25, 4)).astype(np.float32), rng.normal(size=(15, 4)).astype(np.float32)
     yw = rng.gamma(2.0, 0.5, 15).astype(np.float32)
@@ -77,6 +56,44 @@ def test_row_squared_errors_match_reference(fit_bias):
                                 fit_bias)
     want = kb.row_squared_errors_reference(m.indptr, m.indices, m.data, X, Y, yw, 3.0, fit_bias)
     np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_implicit_kernels_match_reference():
+    # offsets: a gather over each row's rated columns; the Gibbs pass over the weights keeps the
+    # residuals consistent with the weights it draws
+    m = random_csr(30, 20, 0.3, 6, empty_rows=(2,))
+    t = m.tocsc()
+    d = 4
+    rng = np.random.default_rng(7)
+    counts = np.diff(m.indptr).astype(np.float64)
+    xs = model_module._inv_sqrt(counts)
+    assert xs[2] == 0.0
+    W = rng.normal(size=(20, d)).astype(np.float32)
+    off, want = np.empty((30, d), np.float32), np.empty((30, d))
+    kb.implicit_offsets(m.indptr.astype(np.int64), m.indices, xs, W, off)
+    kb.implicit_offsets_reference(m.indptr, m.indices, xs, W, want)
+    np.testing.assert_allclose(off, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(want[0], xs[0] * W[m.indices[m.indptr[0]:m.indptr[1]]].sum(0))
+    X = rng.normal(size=(30, d)).astype(np.float32)
+    R = (X - want).astype(np.float32)
+    Rr = R.astype(np.float64)
+    Wr = W.astype(np.float64)
+    B = rng.normal(size=(d, d))
+    Lam = B @ B.T + d * np.eye(d)
+    cit = np.linalg.inv(np.linalg.cholesky(Lam)).T
+    z = rng.standard_normal((20, d)).astype(np.float32)
+    kb.sample_implicit_reference(t.indptr, t.indices, xs, Wr, Rr, 0.7, cit, z)
+    kb.sample_implicit(t.indptr.astype(np.int64), t.indices, xs, W, R, 0.7, cit, z)
+    np.testing.assert_allclose(W, Wr, atol=1e-4)
+    np.testing.assert_allclose(R, Rr, atol=1e-4)
+    kb.implicit_offsets_reference(m.indptr, m.indices, xs, Wr, want)
+    np.testing.assert_allclose(Rr, X - want, atol=1e-6)  # R started from a float32 copy
+    # without data a weight is its prior draw, N(0, (lam Lambda)^-1)
+    e = random_csr(3, 2, 0.0, 0)
+    Wz, Rz = np.zeros((3, d), np.float32), np.zeros((2, d), np.float32)
+    kb.sample_implicit(e.indptr.astype(np.int64), e.indices, np.zeros(2, np.float32), Wz, Rz, 4.0, cit,
+                       z[:3])
+    np.testing.assert_allclose(Wz, z[:3] @ cit.T / 2.0, atol=1e-5)
 
 
 def test_wishart_draws_have_the_right_mean():
@@ -138,7 +155,7 @@ def test_prediction_is_the_average_over_kept_samples(monkeypatch):
             samples.append((Y.copy(), X.copy()))
 
     monkeypatch.setattr(kb, "sample_rows", recording)
-    m = _random_csr(20, 12, 0.5, 5)
+    m = random_csr(20, 12, 0.5, 5)
     model = BayesianMF(n_factors=3, n_epochs=9, burn_in=4, max_rank=1000, random_state=0,
                        num_threads=1).fit(m)
     kept = samples[4:]
@@ -150,7 +167,7 @@ def test_prediction_is_the_average_over_kept_samples(monkeypatch):
 
 def test_recovers_low_rank_matrix():
     # half the cells of a noiseless rank-3 matrix with biases predict the other half closely
-    train, test, shape = _low_rank()
+    train, test, shape = low_rank_ratings()
     model = BayesianMF(n_factors=3, n_epochs=80, burn_in=30, random_state=0).fit(
         Ratings.from_indices(*train, shape=shape))
     assert rmse(test[2], model.predict(test[0], test[1])) < 0.08
@@ -161,7 +178,7 @@ def test_recovers_low_rank_matrix():
 
 def test_robust_noise_scales_find_the_noisy_user_and_item():
     # user 0 and item 0 get heavy noise on clean low-rank data: their noise scales are smallest
-    (u, i, r), test, shape = _low_rank()
+    (u, i, r), test, shape = low_rank_ratings()
     rng = np.random.default_rng(3)
     r = r.copy()
     r[u == 0] += rng.normal(0, 1.5, (u == 0).sum())
@@ -184,7 +201,7 @@ def test_deterministic_and_thread_independent(noise, monkeypatch):
     # every random draw comes from NumPy's generator, so threads do not change the samples
     # (small data normally runs on one thread: lift that so two threads really run)
     monkeypatch.setattr(als_module, "RATINGS_PER_THREAD", 1)
-    train, _, shape = _low_rank(seed=1)
+    train, _, shape = low_rank_ratings(seed=1)
     data = Ratings.from_indices(*train, shape=shape)
     fits = [BayesianMF(n_factors=3, n_epochs=8, burn_in=3, noise=noise, random_state=5,
                        num_threads=t).fit(data)
@@ -212,12 +229,17 @@ def test_unknown_ids_and_empty_rows_fall_back():
 
 
 def test_ml100k_u1(ml100k_dir):
-    # a short chain on the canonical u1 split already beats Surprise SVD (0.951) by far
+    # a short chain on the canonical u1 split already beats Surprise SVD (0.951) by far; the
+    # implicit-feedback prior (default) beats plain priors clearly
     train = read_ratings(ml100k_dir / "u1.base")
     test = read_ratings(ml100k_dir / "u1.test").to_frame()
-    model = BayesianMF(n_epochs=60, burn_in=20, random_state=0).fit(train)
-    score = rmse(test["rating"], model.predict(test["user"], test["item"]))
-    assert 0.89 < score < 0.915
+    scores = {}
+    for implicit in ("both", "none"):
+        model = BayesianMF(n_epochs=60, burn_in=20, implicit=implicit, random_state=0).fit(train)
+        scores[implicit] = rmse(test["rating"], model.predict(test["user"], test["item"]))
+    assert 0.875 < scores["both"] < 0.895
+    assert 0.89 < scores["none"] < 0.915
+    assert scores["both"] < scores["none"] - 0.01
 
 
 @pytest.mark.parametrize("params, match", [
@@ -232,6 +254,8 @@ def test_ml100k_u1(ml100k_dir):
     ({"noise": "laplace"}, "noise must be one of \\('rows', 'gaussian'\\), got 'laplace'"),
     ({"noise_dof": 0}, "noise_dof must be a number > 0.0, got 0"),
     ({"biases": 1}, "biases must be True or False, got 1"),
+    ({"implicit": "all"}, "implicit must be one of \\('both', 'users', 'items', 'none'\\), "
+                          "got 'all'"),
     ({"num_threads": 1.5}, "num_threads must be an int >= 0, got 1.5"),
 ])
 def test_bad_hyperparameters_name_the_argument(params, match, seed_matrix):

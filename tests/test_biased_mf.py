@@ -10,6 +10,8 @@ from mfrec.evaluation.metrics import rmse
 from mfrec.evaluation.splits import train_test_split
 from mfrec.kernels import sgd as K
 
+from conftest import fold_in_errors, read_ml100k_split
+
 
 def low_rank(seed=0, n_users=100, n_items=80, rank=3, density=0.5):
     """Ratings 3 + b_u + b_i + P Q^T exactly (no noise); half observed, the rest held out."""
@@ -205,8 +207,7 @@ def test_train_test_split_vocabulary_and_progress(capsys):
 
 def test_movielens_u1_default_accuracy(ml100k_dir):
     # defaults (not tuned per split) beat Surprise's SVD on u1 (0.951 measured here)
-    train = pd.read_csv(ml100k_dir / "u1.base", sep="\t", names=["user", "item", "rating", "ts"])
-    test = pd.read_csv(ml100k_dir / "u1.test", sep="\t", names=["user", "item", "rating", "ts"])
+    train, test = read_ml100k_split(ml100k_dir, "u1")
     model = mfrec.BiasedMF(random_state=0).fit(train[["user", "item", "rating"]])
     got = rmse(test.rating, model.predict(test.user, test.item))
     assert 0.90 < got < 0.925
@@ -217,14 +218,5 @@ def test_fold_in_of_a_training_user_predicts_like_the_trained_one():
     # held-out ratings about as well as the trained vector does
     train, test = low_rank()
     model = mfrec.BiasedMF(random_state=0).fit(train)
-    errs = []
-    for u in range(5):
-        sel, ts = train[0] == u, test[0] == u
-        folded = model.fold_in((train[1][sel], train[2][sel]))
-        items = test[1][ts]
-        pred = (model.global_mean_ + folded.bias[0] + model.item_bias_[items]
-                + model.item_factors_[items] @ folded.factors[0])
-        errs.append((rmse(test[2][ts], pred),
-                     rmse(test[2][ts], model.predict(test[0][ts], items, clip=False))))
-    folded_err, trained_err = np.mean(errs, axis=0)
+    folded_err, trained_err = fold_in_errors(model, train, test)
     assert folded_err < 1.5 * trained_err

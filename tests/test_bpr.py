@@ -1,12 +1,13 @@
 """BPR: kernel against a NumPy replay, known answers, reproducibility, fold-in, errors."""
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse as sp
 
 import mfrec
 from mfrec import BPR
 from mfrec.kernels import bpr as K
+
+from conftest import read_ml100k_split, two_blocks
 
 _MASK = (1 << 64) - 1
 
@@ -60,18 +61,10 @@ def test_epoch_kernel_matches_numpy_replay():
     np.testing.assert_allclose(b, b2, atol=1e-5)
 
 
-def _blocks():
-    # two communities of 4 users x 4 items; user 0 has not used item 0, user 5 not item 6
-    X = np.kron(np.eye(2), np.ones((4, 4)))
-    X[0, 0] = 0
-    X[5, 6] = 0
-    return X
-
-
 @pytest.mark.parametrize("sampling", ["uniform", "popularity"])
 def test_block_diagonal_known_top_item(sampling):
     model = BPR(n_factors=4, n_epochs=300, negative_sampling=sampling, random_state=0,
-                num_threads=1).fit(_blocks())
+                num_threads=1).fit(two_blocks())
     ids, _ = model.recommend([0, 5], n=1)
     assert ids.tolist() == [[0], [6]]
     h = model.loss_history_
@@ -89,7 +82,7 @@ def test_verify_negatives_never_trains_a_positive_as_negative():
 
 
 def test_one_thread_fixed_seed_is_reproducible():
-    X = _blocks()
+    X = two_blocks()
     a = BPR(n_factors=3, n_epochs=20, random_state=5, num_threads=1).fit(X)
     b = BPR(n_factors=3, n_epochs=20, random_state=5, num_threads=1).fit(X)
     c = BPR(n_factors=3, n_epochs=20, random_state=6, num_threads=1).fit(X)
@@ -126,7 +119,7 @@ def test_fold_in_reproduces_training_user_ranking():
 
 
 def test_errors_name_argument_and_value():
-    X = _blocks()
+    X = two_blocks()
     with pytest.raises(ValueError, match="negative_sampling must be one of"):
         BPR(negative_sampling="hard").fit(X)
     with pytest.raises(ValueError, match="learning_rate must be a number > 0.0, got 0"):
@@ -141,9 +134,7 @@ def test_errors_name_argument_and_value():
 
 def test_ml100k_u1_beats_popularity(ml100k_dir):
     from mfrec.evaluation.ranking import evaluate_ranking
-    cols = ["user", "item", "rating", "timestamp"]
-    train = pd.read_csv(ml100k_dir / "u1.base", sep="\t", names=cols)
-    test = pd.read_csv(ml100k_dir / "u1.test", sep="\t", names=cols)
+    train, test = read_ml100k_split(ml100k_dir, "u1")
     model = BPR(n_epochs=30, random_state=0, num_threads=1).fit(train)
     res = evaluate_ranking(model, test, metrics=["ndcg"])
     assert res["ndcg@10"] > 0.45

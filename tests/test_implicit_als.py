@@ -1,12 +1,13 @@
 """ImplicitALS: kernels against NumPy references, known answers, fold-in, errors, ML-100K."""
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse as sp
 
 import mfrec
 from mfrec import ImplicitALS
 from mfrec.kernels import implicit_als as K
+
+from conftest import read_ml100k_split, two_blocks
 
 
 def _problem(seed=0, n_rows=40, n_cols=30, k=5):
@@ -72,18 +73,9 @@ def test_balanced_blocks_equalise_work():
     assert many[0] == 0 and many[-1] == 8 and np.all(np.diff(many) > 0)
 
 
-def _blocks():
-    # two communities: users 0-3 use items 0-3, users 4-7 items 4-7; user 0 has not used item 0
-    # and user 5 not item 6 yet, so each one's top recommendation is known
-    X = np.kron(np.eye(2), np.ones((4, 4)))
-    X[0, 0] = 0
-    X[5, 6] = 0
-    return X
-
-
 @pytest.mark.parametrize("solver", ["cg", "cholesky"])
 def test_block_diagonal_known_top_item(solver):
-    model = ImplicitALS(n_factors=4, solver=solver, random_state=0).fit(_blocks())
+    model = ImplicitALS(n_factors=4, solver=solver, random_state=0).fit(two_blocks())
     ids, scores = model.recommend([0, 5], n=1)
     assert ids.tolist() == [[0], [6]]
     # the in-block items it has seen score close to 1, the other block close to 0
@@ -105,7 +97,7 @@ def test_cg_and_cholesky_agree_and_loss_decreases():
 
 
 def test_same_seed_same_model_and_float32():
-    X = _blocks()
+    X = two_blocks()
     a = ImplicitALS(n_factors=3, random_state=7).fit(X)
     b = ImplicitALS(n_factors=3, random_state=7).fit(X)
     np.testing.assert_array_equal(a.user_factors_, b.user_factors_)
@@ -135,7 +127,7 @@ def test_fold_in_reproduces_training_user():
 
 
 def test_errors_name_argument_and_value():
-    X = _blocks()
+    X = two_blocks()
     with pytest.raises(ValueError, match="n_factors must be an int >= 1, got 0"):
         ImplicitALS(n_factors=0).fit(X)
     with pytest.raises(ValueError, match="solver must be one of"):
@@ -159,9 +151,7 @@ def test_exported_and_params():
 def test_ml100k_u1_beats_popularity(ml100k_dir):
     # known values on the canonical split (seen items excluded, every test pair relevant)
     from mfrec.evaluation.ranking import evaluate_ranking
-    cols = ["user", "item", "rating", "timestamp"]
-    train = pd.read_csv(ml100k_dir / "u1.base", sep="\t", names=cols)
-    test = pd.read_csv(ml100k_dir / "u1.test", sep="\t", names=cols)
+    train, test = read_ml100k_split(ml100k_dir, "u1")
     model = ImplicitALS(random_state=0, num_threads=1).fit(train)
     res = evaluate_ranking(model, test, metrics=["ndcg", "precision"])
     # popularity baseline: items by training count, same protocol

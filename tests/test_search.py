@@ -8,6 +8,8 @@ from mfrec import FactorModel, Ratings
 from mfrec.evaluation import GridSearch, KFold, RandomSearch, cross_validate
 from mfrec.evaluation.search import parameter_grid
 
+from conftest import damped_biases
+
 
 class Means(FactorModel):
     """Global mean plus damped biases; ``shrink`` scales the biases (1 is best on biased data)."""
@@ -23,11 +25,7 @@ class Means(FactorModel):
 
     def fit(self, data, validation=None):
         r = self._prepare(data)
-        mu = float(r.values.mean())
-        bu = np.bincount(r.user_index, r.values - mu, r.n_users) / (
-            r.user_counts() + self.regularization)
-        bi = np.bincount(r.item_index, r.values - mu - bu[r.user_index], r.n_items) / (
-            r.item_counts() + self.regularization)
+        mu, bu, bi = damped_biases(r, self.regularization)
         self._set_data_state(r)
         self._set_factor_state(np.zeros((r.n_users, 1)), np.zeros((r.n_items, 1)),
                                self.shrink * bu, self.shrink * bi, mu)

@@ -1,7 +1,6 @@
 """SVDpp: kernels vs references, recovery of a known low-rank matrix, the folded user factors,
 determinism, unknown ids, bad hyperparameters and MovieLens 100K accuracy."""
 import numpy as np
-import pandas as pd
 import pytest
 
 import mfrec
@@ -9,6 +8,7 @@ from mfrec._threads import thread_context
 from mfrec.evaluation.metrics import rmse
 from mfrec.kernels import svdpp as K
 
+from conftest import fold_in_errors, read_ml100k_split
 from test_biased_mf import low_rank
 
 
@@ -20,13 +20,19 @@ def small_csr(seed=0, nu=25, ni=15, nnz=150):
     return ratings.csr
 
 
-def test_epoch_matches_reference():
-    csr = small_csr()
-    rng = np.random.default_rng(1)
-    nu, ni, k = csr.shape[0], csr.shape[1], 4
+def epoch_inputs(csr, k, seed):
+    """Random factors and biases for an epoch (and a copy for the reference), and a user order."""
+    rng = np.random.default_rng(seed)
+    nu, ni = csr.shape
     state = [rng.normal(0, 0.1, s).astype(np.float32) for s in ((nu, k), (ni, k), (ni, k), nu, ni)]
     ref = [a.copy() for a in state]
     order = rng.permutation(nu).astype(np.int32)
+    return state, ref, order
+
+
+def test_epoch_matches_reference():
+    csr = small_csr()
+    state, ref, order = epoch_inputs(csr, k=4, seed=1)
     args = [np.float32(x) for x in (3.0, 0.01, 0.02, 0.03, 0.04, 0.05)]
     ek, er = np.zeros(3), np.zeros(3)
     with thread_context(1):  # one thread: the Hogwild chunks run in order, like the reference
@@ -76,11 +82,7 @@ def test_two_threads_hogwild_epoch_is_close_to_sequential():
     # with two threads chunks run concurrently (races allowed): the epoch's error and the
     # resulting factors stay close to the sequential reference
     csr = small_csr(seed=4, nu=200, ni=40, nnz=3000)
-    rng = np.random.default_rng(5)
-    nu, ni, k = csr.shape[0], csr.shape[1], 8
-    state = [rng.normal(0, 0.1, s).astype(np.float32) for s in ((nu, k), (ni, k), (ni, k), nu, ni)]
-    ref = [a.copy() for a in state]
-    order = rng.permutation(nu).astype(np.int32)
+    state, ref, order = epoch_inputs(csr, k=8, seed=5)
     args = [np.float32(x) for x in (3.0, 0.01, 0.01, 0.02, 0.02, 0.02)]
     ek, er = np.zeros(8), np.zeros(8)
     with thread_context(2):
@@ -114,10 +116,8 @@ def test_bad_hyperparameters(kw, exc, match, seed_matrix):
 
 def test_movielens_u1_default_accuracy(ml100k_dir):
     # defaults beat Surprise's SVDpp on u1 (0.933 measured here)
-    cols = ["user", "item", "rating", "ts"]
-    train = pd.read_csv(ml100k_dir / "u1.base", sep="\t", names=cols)
-    test = pd.read_csv(ml100k_dir / "u1.test", sep="\t", names=cols)
-    model = mfrec.SVDpp(random_state=0).fit(train[cols[:3]])
+    train, test = read_ml100k_split(ml100k_dir, "u1")
+    model = mfrec.SVDpp(random_state=0).fit(train[["user", "item", "rating"]])
     assert 0.89 < rmse(test.rating, model.predict(test.user, test.item)) < 0.92
 
 
@@ -125,14 +125,5 @@ def test_fold_in_includes_the_implicit_term():
     # a training user folded back in predicts its held-out ratings about as well as trained
     train, test = low_rank()
     model = mfrec.SVDpp(random_state=0).fit(train)
-    errs = []
-    for u in range(5):
-        sel, ts = train[0] == u, test[0] == u
-        folded = model.fold_in((train[1][sel], train[2][sel]))
-        items = test[1][ts]
-        pred = (model.global_mean_ + folded.bias[0] + model.item_bias_[items]
-                + model.item_factors_[items] @ folded.factors[0])
-        errs.append((rmse(test[2][ts], pred),
-                     rmse(test[2][ts], model.predict(test[0][ts], items, clip=False))))
-    folded_err, trained_err = np.mean(errs, axis=0)
+    folded_err, trained_err = fold_in_errors(model, train, test)
     assert folded_err < 1.5 * trained_err

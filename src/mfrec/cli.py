@@ -740,6 +740,30 @@ def _read_user_file(path):
     return ids
 
 
+def _ranked_rows(queries, ids, scores, query_key, score_key, labels):
+    """One record per (query, rank) of a top-n answer, stopping at the first non-finite score;
+    a "name" from ``labels`` (when given) for each item."""
+    import numpy as np
+
+    rows = []
+    for q, row_ids, row_scores in zip(queries, ids, scores):
+        for rank, (item, score) in enumerate(zip(row_ids, row_scores), 1):
+            if not np.isfinite(score):
+                break
+            rec = {query_key: q, "rank": rank, "item": item, score_key: float(score)}
+            if labels is not None:
+                rec["name"] = labels.get(item, "")
+            rows.append(rec)
+    return rows
+
+
+def _ranked_table(rows, score_key, labels):
+    """Text table of one query's records from :func:`_ranked_rows`."""
+    cols = ["rank", "item", score_key] + (["name"] if labels is not None else [])
+    return _table([[r[c] if c != score_key else f"{r[c]:.4f}" for c in cols] for r in rows],
+                  cols, [">", ">", ">", "<"][:len(cols)])
+
+
 def cmd_recommend(args):
     import numpy as np
 
@@ -763,15 +787,7 @@ def cmd_recommend(args):
     known = [u for u, i in zip(users, idx) if i >= 0]
     labels = _read_labels(args.labels, model.item_vocab_) if args.labels else None
     ids, scores = model.recommend(known, n=args.n, exclude_seen=not args.include_seen)
-    rows = []
-    for u, row_ids, row_scores in zip(known, ids, scores):
-        for rank, (item, score) in enumerate(zip(row_ids, row_scores), 1):
-            if not np.isfinite(score):
-                break
-            rec = {"user": u, "rank": rank, "item": item, "score": float(score)}
-            if labels is not None:
-                rec["name"] = labels.get(item, "")
-            rows.append(rec)
+    rows = _ranked_rows(known, ids, scores, "user", "score", labels)
     if args.json:
         _print_json(rows)
         return EXIT_OK
@@ -788,30 +804,18 @@ def cmd_recommend(args):
     for u in known:
         mine = [r for r in rows if r["user"] == u]
         print(f"Top {len(mine)} for user {u}:")
-        cols = ["rank", "item", "score"] + (["name"] if labels is not None else [])
-        print(_table([[r[c] if c != "score" else f"{r[c]:.4f}" for c in cols] for r in mine],
-                     cols, [">", ">", ">", "<"][:len(cols)]))
+        print(_ranked_table(mine, "score", labels))
     return EXIT_OK
 
 
 def cmd_similar(args):
-    import numpy as np
-
     if args.n < 1:
         raise UsageError(f"-n must be >= 1, got {args.n}")
     model = _load_model(args.model_path)
     items = _coerce_ids(args.item, model.item_vocab_)
     labels = _read_labels(args.labels, model.item_vocab_) if args.labels else None
     ids, scores = model.similar_items(items, n=args.n)
-    out = []
-    for q, row_ids, row_scores in zip(items, ids, scores):
-        for rank, (item, score) in enumerate(zip(row_ids, row_scores), 1):
-            if not np.isfinite(score):
-                break
-            rec = {"query": q, "rank": rank, "item": item, "similarity": float(score)}
-            if labels is not None:
-                rec["name"] = labels.get(item, "")
-            out.append(rec)
+    out = _ranked_rows(items, ids, scores, "query", "similarity", labels)
     if args.json:
         _print_json(out)
         return EXIT_OK
@@ -819,9 +823,7 @@ def cmd_similar(args):
         mine = [r for r in out if r["query"] == q]
         title = f" ({labels.get(q, '')})" if labels is not None else ""
         print(f"Items most similar to {q}{title}:")
-        cols = ["rank", "item", "similarity"] + (["name"] if labels is not None else [])
-        print(_table([[r[c] if c != "similarity" else f"{r[c]:.4f}" for c in cols] for r in mine],
-                     cols, [">", ">", ">", "<"][:len(cols)]))
+        print(_ranked_table(mine, "similarity", labels))
     return EXIT_OK
 
 

@@ -85,8 +85,19 @@ def _per_user(hits, n_rel, k):
         "ndcg": (hits * discount).sum(axis=1) / ideal,
         "map": (prec_at_j * hits).sum(axis=1) / np.minimum(n_rel, k),
         "hit_rate": (n_hits > 0).astype(np.float64),
-        "mrr": np.where(first > 0, 1.0 / np.maximum(first, 1), 0.0),
+        "mrr": _reciprocal_rank(first),
     }
+
+
+def _reciprocal_rank(first):
+    """1 / rank of the first hit (ranks from 1), 0 where there is none (rank 0)."""
+    return np.where(first > 0, 1.0 / np.maximum(first, 1), 0.0)
+
+
+def _mean_at_k(name, recommended, relevant, k):
+    """Mean over users with a relevant item of one of :func:`_per_user`'s metrics."""
+    hits, n_rel = _hit_matrix(recommended, relevant, k)
+    return float(_per_user(hits, n_rel, k)[name].mean())
 
 
 def precision_at_k(recommended, relevant, k=10):
@@ -110,35 +121,30 @@ def precision_at_k(recommended, relevant, k=10):
     >>> precision_at_k([[1, 2, 3]], [{2, 7}], k=2)
     0.5
     """
-    hits, n_rel = _hit_matrix(recommended, relevant, k)
-    return float(_per_user(hits, n_rel, k)["precision"].mean())
+    return _mean_at_k("precision", recommended, relevant, k)
 
 
 def recall_at_k(recommended, relevant, k=10):
     """Mean recall@k: hits in the top k over the number of relevant items. See
     :func:`precision_at_k` for the arguments."""
-    hits, n_rel = _hit_matrix(recommended, relevant, k)
-    return float(_per_user(hits, n_rel, k)["recall"].mean())
+    return _mean_at_k("recall", recommended, relevant, k)
 
 
 def ndcg_at_k(recommended, relevant, k=10):
     """Mean NDCG@k with binary gains. See :func:`precision_at_k` for the arguments."""
-    hits, n_rel = _hit_matrix(recommended, relevant, k)
-    return float(_per_user(hits, n_rel, k)["ndcg"].mean())
+    return _mean_at_k("ndcg", recommended, relevant, k)
 
 
 def map_at_k(recommended, relevant, k=10):
     """Mean average precision@k (normalised by ``min(k, |relevant|)``). See
     :func:`precision_at_k` for the arguments."""
-    hits, n_rel = _hit_matrix(recommended, relevant, k)
-    return float(_per_user(hits, n_rel, k)["map"].mean())
+    return _mean_at_k("map", recommended, relevant, k)
 
 
 def hit_rate_at_k(recommended, relevant, k=10):
     """Fraction of users with at least one relevant item in the top k. See
     :func:`precision_at_k` for the arguments."""
-    hits, n_rel = _hit_matrix(recommended, relevant, k)
-    return float(_per_user(hits, n_rel, k)["hit_rate"].mean())
+    return _mean_at_k("hit_rate", recommended, relevant, k)
 
 
 def mrr(recommended, relevant):
@@ -345,8 +351,7 @@ def evaluate_ranking(model, test, *, k=10, metrics=None, exclude_seen=True, batc
         if name == "coverage":
             out[f"coverage@{k}"] = float(recommended.sum() / model.n_items_)
         elif name == "mrr":
-            rr = np.where(first_rank > 0, 1.0 / np.maximum(first_rank, 1), 0.0)
-            out["mrr"] = float(rr.mean())
+            out["mrr"] = float(_reciprocal_rank(first_rank).mean())
         elif name == "auc":
             ok = ~np.isnan(auc_u)
             out["auc"] = float(auc_u[ok].mean()) if ok.any() else float("nan")

@@ -75,6 +75,14 @@ def _check_size(name, value):
     return value
 
 
+def _check_fraction(test_size):
+    """``test_size`` as a fraction in (0, 1)."""
+    test_size = check_float("test_size", test_size, low=0.0, high=1.0, low_open=True)
+    if test_size >= 1.0:
+        raise ValueError(f"test_size must be in (0, 1), got {test_size!r}")
+    return test_size
+
+
 def _need_timestamps(ratings, what):
     if ratings.timestamps is None:
         raise ValueError(f"{what} needs timestamps, but the ratings have none (give a file or "
@@ -110,6 +118,15 @@ def _n_held(counts, size, min_train):
     return np.clip(np.minimum(want, counts - min_train), 0, None)
 
 
+def _hold_out_last(ratings, size, min_train, unseen, *keys):
+    """(train, test) holding out the entries each user ranks last by ``keys`` (see
+    :func:`_per_user_rank`): ``size`` of each row, ``min_train`` kept (see :func:`_n_held`)."""
+    rank, counts = _per_user_rank(ratings, *keys)
+    held = _n_held(counts, size, min_train)
+    mask = rank >= np.repeat(counts - held, counts)
+    return _make_parts(ratings, mask, unseen)
+
+
 # ---------------------------------------------------------------------- global splits
 def train_test_split(data, *, test_size=0.2, random_state=None, unseen="keep"):
     """Random holdout of ratings.
@@ -139,9 +156,7 @@ def train_test_split(data, *, test_size=0.2, random_state=None, unseen="keep"):
     (3, 3)
     """
     ratings = as_ratings(data)
-    test_size = check_float("test_size", test_size, low=0.0, high=1.0, low_open=True)
-    if test_size >= 1.0:
-        raise ValueError(f"test_size must be in (0, 1), got {test_size!r}")
+    test_size = _check_fraction(test_size)
     rng = rng_from(random_state)
     n_test = int(round(test_size * ratings.nnz))
     if n_test == 0 or n_test == ratings.nnz:
@@ -313,9 +328,7 @@ def temporal_split(data, *, test_size=0.2, cutoff=None, unseen="keep"):
     ratings = as_ratings(data)
     ts = _need_timestamps(ratings, "temporal_split")
     if cutoff is None:
-        test_size = check_float("test_size", test_size, low=0.0, high=1.0, low_open=True)
-        if test_size >= 1.0:
-            raise ValueError(f"test_size must be in (0, 1), got {test_size!r}")
+        test_size = _check_fraction(test_size)
         n_test = max(int(round(test_size * ratings.nnz)), 1)
         cutoff = np.sort(ts, kind="stable")[ratings.nnz - n_test]
     try:
@@ -353,11 +366,8 @@ def user_split(data, *, test_size=0.2, min_train=1, random_state=None, unseen="k
     size = _check_size("test_size", test_size)
     min_train = check_int("min_train", min_train, low=1)
     rng = rng_from(random_state)
-    rank, counts = _per_user_rank(ratings, rng.random(ratings.nnz))
-    held = _n_held(counts, size, min_train)
     # entries ranked last within a user (by the random key) are held out
-    mask = rank >= np.repeat(counts - held, counts)
-    return _make_parts(ratings, mask, unseen)
+    return _hold_out_last(ratings, size, min_train, unseen, rng.random(ratings.nnz))
 
 
 def leave_one_out_split(data, *, strategy="random", min_ratings=2, random_state=None,
@@ -418,10 +428,7 @@ def user_temporal_split(data, *, test_size=0.2, min_train=1, unseen="keep"):
     ts = _need_timestamps(ratings, "user_temporal_split")
     size = _check_size("test_size", test_size)
     min_train = check_int("min_train", min_train, low=1)
-    rank, counts = _per_user_rank(ratings, ts)
-    held = _n_held(counts, size, min_train)
-    mask = rank >= np.repeat(counts - held, counts)
-    return _make_parts(ratings, mask, unseen)
+    return _hold_out_last(ratings, size, min_train, unseen, ts)
 
 
 # ---------------------------------------------------------------------- reporting

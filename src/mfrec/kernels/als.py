@@ -307,16 +307,22 @@ def _row_system(indptr, indices, data, X, xb, Y, yb, mu, reg, fit_bias, u):
     return A, G.T @ t
 
 
-def solve_rows_reference(indptr, indices, data, X, xb, Y, yb, mu, reg, fit_bias):
-    """NumPy (float64) reference of :func:`solve_rows_cholesky`; updates ``X``, ``xb`` in place."""
-    k = X.shape[1]
+def _row_systems(indptr, indices, data, X, xb, Y, yb, mu, reg, fit_bias):
+    """``(u, A, b)``, the normal equations of each row in turn; rows without ratings are set to
+    zero (``X``, and ``xb`` when ``fit_bias``) and skipped."""
     for u in range(X.shape[0]):
         if indptr[u + 1] == indptr[u]:
             X[u] = 0.0
             if fit_bias:
                 xb[u] = 0.0
             continue
-        A, b = _row_system(indptr, indices, data, X, xb, Y, yb, mu, reg, fit_bias, u)
+        yield (u, *_row_system(indptr, indices, data, X, xb, Y, yb, mu, reg, fit_bias, u))
+
+
+def solve_rows_reference(indptr, indices, data, X, xb, Y, yb, mu, reg, fit_bias):
+    """NumPy (float64) reference of :func:`solve_rows_cholesky`; updates ``X``, ``xb`` in place."""
+    k = X.shape[1]
+    for u, A, b in _row_systems(indptr, indices, data, X, xb, Y, yb, mu, reg, fit_bias):
         sol = np.linalg.solve(A, b)
         X[u] = sol[:k]
         if fit_bias:
@@ -326,13 +332,7 @@ def solve_rows_reference(indptr, indices, data, X, xb, Y, yb, mu, reg, fit_bias)
 def solve_rows_cg_reference(indptr, indices, data, X, xb, Y, yb, mu, reg, fit_bias, cg_steps):
     """NumPy (float64) reference of :func:`solve_rows_cg`; updates ``X``, ``xb`` in place."""
     k = X.shape[1]
-    for u in range(X.shape[0]):
-        if indptr[u + 1] == indptr[u]:
-            X[u] = 0.0
-            if fit_bias:
-                xb[u] = 0.0
-            continue
-        A, b = _row_system(indptr, indices, data, X, xb, Y, yb, mu, reg, fit_bias, u)
+    for u, A, b in _row_systems(indptr, indices, data, X, xb, Y, yb, mu, reg, fit_bias):
         x = np.r_[X[u], xb[u]] if fit_bias else X[u].astype(np.float64)
         r = b - A @ x
         d = r.copy()

@@ -32,6 +32,39 @@ def threads_for(num_threads, nnz):
     return max(1, min(resolve_threads(num_threads), nnz // RATINGS_PER_THREAD))
 
 
+def check_als_run_params(model):
+    """Check ``verbose`` (bool), ``num_threads`` (as :func:`resolve_threads` takes it) and
+    ``random_state``, in that order, for ``_validate_params`` of :class:`ALS` and
+    :class:`~mfrec.BayesianMF`."""
+    check_bool("verbose", model.verbose)
+    resolve_threads(model.num_threads)
+    rng_from(model.random_state)
+
+
+def start_sweeps(ratings, k, init_std, rng):
+    """What the ALS-style fits (:class:`ALS`, the first sweeps of :class:`~mfrec.BayesianMF`)
+    start from.
+
+    Returns ``mu`` (the mean rating), the CSR arrays of the users and of the items (``indptr`` as
+    int64), each side's rows by decreasing count (:func:`~mfrec.kernels.als.balanced_order`),
+    random normal float32 factors ``P, Q`` of standard deviation ``init_std`` (drawn in that
+    order from ``rng``) and zero float32 biases ``bu, bi``.
+    """
+    csr, csc = ratings.csr, ratings.csc
+    n_users, n_items = ratings.shape
+    mu = float(np.mean(csr.data, dtype=np.float64))
+    u_arrays = (csr.indptr.astype(np.int64), csr.indices, csr.data)
+    i_arrays = (csc.indptr.astype(np.int64), csc.indices, csc.data)
+    order_u = _k.balanced_order(np.diff(csr.indptr))
+    order_i = _k.balanced_order(np.diff(csc.indptr))
+    scale = float(init_std)
+    P = rng.standard_normal((n_users, k), dtype=np.float32) * scale
+    Q = rng.standard_normal((n_items, k), dtype=np.float32) * scale
+    bu = np.zeros(n_users, dtype=np.float32)
+    bi = np.zeros(n_items, dtype=np.float32)
+    return mu, u_arrays, i_arrays, order_u, order_i, P, Q, bu, bi
+
+
 class ALS(FactorModel):
     """Explicit-feedback ALS-WR with user and item biases.
 
@@ -113,17 +146,14 @@ class ALS(FactorModel):
         self.verbose = verbose
 
     def _validate_params(self):
-        check_int("n_factors", self.n_factors, low=1)
-        check_int("n_epochs", self.n_epochs, low=1)
+        self._check_size_params()
         check_float("regularization", self.regularization, low=0.0, low_open=True)
         check_bool("biases", self.biases)
         check_choice("solver", self.solver, SOLVERS)
         check_int("cg_steps", self.cg_steps, low=1)
         # zero factors are a fixed point of the alternation: a positive spread is required
         check_float("init_std", self.init_std, low=0.0, low_open=True)
-        check_bool("verbose", self.verbose)
-        resolve_threads(self.num_threads)
-        rng_from(self.random_state)
+        check_als_run_params(self)
 
     def fit(self, data):
         """Fit to ratings.
@@ -142,20 +172,10 @@ class ALS(FactorModel):
         k = int(self.n_factors)
         reg = float(self.regularization)
         fit_bias = bool(self.biases)
-        csr, csc = ratings.csr, ratings.csc
-        mu = float(np.mean(csr.data, dtype=np.float64))
-        n_users, n_items = ratings.shape
-        scale = float(self.init_std)
-        P = (rng.standard_normal((n_users, k), dtype=np.float32) * scale)
-        Q = (rng.standard_normal((n_items, k), dtype=np.float32) * scale)
-        bu = np.zeros(n_users, dtype=np.float32)
-        bi = np.zeros(n_items, dtype=np.float32)
-        user_counts = np.diff(csr.indptr)
-        item_counts = np.diff(csc.indptr)
-        order_u = _k.balanced_order(user_counts)
-        order_i = _k.balanced_order(item_counts)
-        u_arrays = (csr.indptr.astype(np.int64), csr.indices, csr.data)
-        i_arrays = (csc.indptr.astype(np.int64), csc.indices, csc.data)
+        mu, u_arrays, i_arrays, order_u, order_i, P, Q, bu, bi = start_sweeps(
+            ratings, k, self.init_std, rng)
+        user_counts = np.diff(ratings.csr.indptr)
+        item_counts = np.diff(ratings.csc.indptr)
 
         self.loss_history_ = []
         self.train_rmse_history_ = []

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._validation import check_bool, check_int, rng_from
 from ..data import Ratings, as_ratings
 
 __all__ = ["BaseModel", "FactorModel", "NotFittedError", "FoldedUsers"]
@@ -98,6 +99,19 @@ class FactorModel(BaseModel):
     _clip_predictions = True
 
     # ------------------------------------------------------------------ fitting helpers
+    def _check_size_params(self):
+        """Check ``n_factors`` then ``n_epochs`` (ints >= 1) for ``_validate_params``; returns
+        both as ints."""
+        return (check_int("n_factors", self.n_factors, low=1),
+                check_int("n_epochs", self.n_epochs, low=1))
+
+    def _check_run_params(self):
+        """Check ``num_threads`` (int >= 0 or None), ``verbose`` (bool) and ``random_state``, in
+        that order, for the ``_validate_params`` of the SGD-trained models."""
+        check_int("num_threads", self.num_threads, low=0, allow_none=True)
+        check_bool("verbose", self.verbose)
+        rng_from(self.random_state)  # raises on a bad seed before any work
+
     def _prepare(self, data, **kwargs):
         """Validate hyperparameters, then turn ``data`` into Ratings (once per fit)."""
         self._validate_params()
@@ -510,6 +524,16 @@ class FactorModel(BaseModel):
             if fit_bias:
                 bu[u] = x[k]
         return P, bu
+
+
+class MissingMixin:
+    """For the models whose ``missing`` parameter may read the blanks as zeros (SVD, NMF,
+    GradientDescent); put it before :class:`FactorModel` among the bases."""
+
+    @property
+    def _clip_predictions(self):
+        # with blanks as zeros the scores are not on the rating scale: clipping would distort them
+        return self.missing == "ignore"
 
 
 class FoldedUsers(NamedTuple):

@@ -6,7 +6,7 @@ import numbers
 import numpy as np
 
 from .._threads import thread_context
-from .._validation import check_bool, check_choice, check_float, check_int, rng_from
+from .._validation import check_choice, check_float, check_int, rng_from
 from ..kernels import sgd as _k
 from .base import FactorModel
 from .sgd import EpochMonitor, check_heldout, train_sgd
@@ -94,9 +94,7 @@ class Baseline(FactorModel):
         check_int("n_epochs", self.n_epochs, low=1, allow_none=True)
         self._regs()
         check_float("learning_rate", self.learning_rate, low=0, low_open=True)
-        check_int("num_threads", self.num_threads, low=0, allow_none=True)
-        check_bool("verbose", self.verbose)
-        rng_from(self.random_state)
+        self._check_run_params()
 
     def fit(self, data, *, validation=None):
         """Fit the biases to observed ratings.

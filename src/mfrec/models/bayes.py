@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._threads import resolve_threads, thread_context
+from .._threads import thread_context
 from .._validation import check_bool, check_choice, check_float, check_int, rng_from
 from ..kernels import bayes as _k
-from ..kernels.als import balanced_order, solve_rows_cholesky
-from .als import threads_for
+from ..kernels.als import solve_rows_cholesky
+from .als import check_als_run_params, start_sweeps, threads_for
 from .base import FactorModel
 
 __all__ = ["BayesianMF"]
@@ -141,8 +141,7 @@ class BayesianMF(FactorModel):
         self.verbose = verbose
 
     def _validate_params(self):
-        k = check_int("n_factors", self.n_factors, low=1)
-        n = check_int("n_epochs", self.n_epochs, low=1)
+        k, n = self._check_size_params()
         burn = check_int("burn_in", self.burn_in, low=0)
         if burn >= n:
             raise ValueError(f"burn_in must be smaller than n_epochs={n} so that some samples are "
@@ -155,9 +154,7 @@ class BayesianMF(FactorModel):
         check_int("max_rank", self.max_rank, low=k, allow_none=True)
         check_float("beta0", self.beta0, low=0.0, low_open=True)
         check_float("init_std", self.init_std, low=0.0)
-        check_bool("verbose", self.verbose)
-        resolve_threads(self.num_threads)
-        rng_from(self.random_state)
+        check_als_run_params(self)
 
     def fit(self, data):
         """Run the Gibbs sampler on ratings and keep the averaged predictive.
@@ -179,19 +176,12 @@ class BayesianMF(FactorModel):
         max_rank = 4 * k if self.max_rank is None else int(self.max_rank)
         csr, csc = ratings.csr, ratings.csc
         nnz = ratings.nnz
-        mu = float(np.mean(csr.data, dtype=np.float64))
         n_users, n_items = ratings.shape
-        u_arrays = (csr.indptr.astype(np.int64), csr.indices, csr.data)
-        i_arrays = (csc.indptr.astype(np.int64), csc.indices, csc.data)
-        order_u = balanced_order(np.diff(csr.indptr))
-        order_i = balanced_order(np.diff(csc.indptr))
         # Start the chain from a regularised least-squares fit, as the BPMF paper starts from
         # the MAP solution: from small random factors the sampled prior precision is huge and
         # the chain needs very many sweeps to leave the neighbourhood of zero on large data.
-        P = rng.standard_normal((n_users, k), dtype=np.float32) * float(self.init_std)
-        Q = rng.standard_normal((n_items, k), dtype=np.float32) * float(self.init_std)
-        bu = np.zeros(n_users, dtype=np.float32)
-        bi = np.zeros(n_items, dtype=np.float32)
+        mu, u_arrays, i_arrays, order_u, order_i, P, Q, bu, bi = start_sweeps(
+            ratings, k, self.init_std, rng)
         with thread_context(threads_for(self.num_threads, nnz)) as n_threads:
             for _ in range(INIT_SWEEPS):
                 solve_rows_cholesky(*u_arrays, P, bu, Q, bi, mu, INIT_REG, fit_bias, order_u,

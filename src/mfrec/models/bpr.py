@@ -11,8 +11,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._threads import thread_context
-from .._validation import (check_bool, check_choice, check_float, check_int, rng_from,
-                           seed_from)
+from .._validation import check_bool, check_choice, check_float, rng_from, seed_from
 from ..kernels import bpr as _k
 from .base import FactorModel
 
@@ -97,8 +96,7 @@ class BPR(FactorModel):
         self.verbose = verbose
 
     def _validate_params(self):
-        check_int("n_factors", self.n_factors, low=1)
-        check_int("n_epochs", self.n_epochs, low=1)
+        self._check_size_params()
         check_float("learning_rate", self.learning_rate, low=0.0, low_open=True)
         check_float("regularization", self.regularization, low=0.0)
         check_float("bias_regularization", self.bias_regularization, low=0.0)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_choice, check_float, check_int, rng_from
+from .._validation import check_choice, check_float, check_int
 from ..kernels.sparse import observed_dots
-from .base import FactorModel
+from .base import FactorModel, MissingMixin
 
 __all__ = ["GradientDescent"]
 
@@ -14,7 +14,7 @@ __all__ = ["GradientDescent"]
 _DENSE_CELLS = 1_000_000
 
 
-class GradientDescent(FactorModel):
+class GradientDescent(MissingMixin, FactorModel):
     """Matrix factorization by full-batch gradient descent with L2 regularization.
 
     Each iteration is the notebook's, vectorised::
@@ -75,11 +75,6 @@ class GradientDescent(FactorModel):
         self.random_state = random_state
         self.verbose = verbose
 
-    @property
-    def _clip_predictions(self):
-        # with blanks as zeros the scores are not on the rating scale: clipping would distort them
-        return self.missing == "ignore"
-
     def _fold_in_solve(self, indptr, items, values):
         # the exact minimiser of this model's objective for one new row, Q held fixed
         from .base import ridge_fold_in
@@ -88,8 +83,7 @@ class GradientDescent(FactorModel):
         return P, np.zeros(P.shape[0])
 
     def _validate_params(self):
-        check_int("n_factors", self.n_factors, low=1)
-        check_int("n_epochs", self.n_epochs, low=1)
+        self._check_size_params()
         if self.learning_rate != "auto":
             check_float("learning_rate", self.learning_rate, low=0.0, low_open=True)
         check_float("regularization", self.regularization, low=0.0)

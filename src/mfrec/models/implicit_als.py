@@ -105,8 +105,7 @@ class ImplicitALS(FactorModel):
         self.verbose = verbose
 
     def _validate_params(self):
-        check_int("n_factors", self.n_factors, low=1)
-        check_int("n_epochs", self.n_epochs, low=1)
+        self._check_size_params()
         check_float("regularization", self.regularization, low=0.0)
         check_float("alpha", self.alpha, low=0.0)
         check_float("reg_exponent", self.reg_exponent, low=0.0, high=2.0)

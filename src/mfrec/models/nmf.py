@@ -5,14 +5,14 @@ import numpy as np
 
 from .._validation import check_choice, check_float, check_int, rng_from
 from ..kernels.sparse import observed_dots
-from .base import FactorModel
+from .base import FactorModel, MissingMixin
 
 __all__ = ["NMF"]
 
 _EPS = 1e-12
 
 
-class NMF(FactorModel):
+class NMF(MissingMixin, FactorModel):
     """Non-negative factors ``user_factors_ >= 0``, ``item_factors_ >= 0``.
 
     Parameters
@@ -58,11 +58,6 @@ class NMF(FactorModel):
         self.tol = tol
         self.random_state = random_state
         self.verbose = verbose
-
-    @property
-    def _clip_predictions(self):
-        # with blanks as zeros the scores are not on the rating scale: clipping would distort them
-        return self.missing == "ignore"
 
     def _fold_in_solve(self, indptr, items, values):
         # non-negative least squares with the model's penalty (per rating for "ignore")

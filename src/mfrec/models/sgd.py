@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._threads import resolve_threads, thread_context
-from .._validation import check_bool, check_float, check_int, rng_from
+from .._threads import thread_context
+from .._validation import check_float, check_int, rng_from
 from ..data import as_ratings
 from ..kernels import sgd as _k
+from .als import threads_for
 from .base import FactorModel
 
 __all__ = ["BiasedMF"]
@@ -222,8 +223,7 @@ class BiasedMF(FactorModel):
         self.verbose = verbose
 
     def _validate_params(self):
-        check_int("n_factors", self.n_factors, low=1)
-        check_int("n_epochs", self.n_epochs, low=1)
+        self._check_size_params()
         check_float("learning_rate", self.learning_rate, low=0, low_open=True)
         check_float("learning_rate_decay", self.learning_rate_decay, low=0, high=1.0,
                     low_open=True)
@@ -233,9 +233,7 @@ class BiasedMF(FactorModel):
                     allow_none=True)
         check_float("init_std", self.init_std, low=0)
         check_int("early_stopping", self.early_stopping, low=1, allow_none=True)
-        check_int("num_threads", self.num_threads, low=0, allow_none=True)
-        check_bool("verbose", self.verbose)
-        rng_from(self.random_state)  # raises on a bad seed before any work
+        self._check_run_params()
 
     def fit(self, data, *, validation=None):
         """Fit to observed ratings.
@@ -288,7 +286,7 @@ def train_sgd(model, ratings, P, Q, bu, bi, mu, *, regs, learning_rates, decay, 
     counts_i = ratings.item_counts().astype(np.float64)
     nnz = ratings.nnz
     # below ~100K ratings per thread, starting the threads costs more than they save
-    n_threads = max(1, min(resolve_threads(num_threads), nnz // 100_000))
+    n_threads = threads_for(num_threads, nnz)
     n_blocks = max(8, 2 * n_threads)
     with thread_context(n_threads):
         csr = ratings.csr

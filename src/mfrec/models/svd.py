@@ -7,7 +7,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from .._validation import check_choice, check_float, check_int, rng_from
-from .base import FactorModel
+from .base import FactorModel, MissingMixin
 
 __all__ = ["SVD", "sign_flip"]
 
@@ -29,7 +29,7 @@ def sign_flip(U, Vt):
     return U * signs, Vt * signs[:, None]
 
 
-class SVD(FactorModel):
+class SVD(MissingMixin, FactorModel):
     """Truncated singular value decomposition of the user x item rating matrix.
 
     The learned user matrix is ``U @ diag(S)`` and the item matrix ``Vt.T`` (so
@@ -78,11 +78,6 @@ class SVD(FactorModel):
         self.tol = tol
         self.random_state = random_state
         self.verbose = verbose
-
-    @property
-    def _clip_predictions(self):
-        # with blanks as zeros the scores are not on the rating scale: clipping would distort them
-        return self.missing == "ignore"
 
     def _fold_in_solve(self, indptr, items, values):
         # "zero": the projection X_u @ V, exactly how training rows got U S; "ignore": least

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._threads import resolve_threads, thread_context
-from .._validation import check_bool, check_float, check_int, rng_from
+from .._threads import thread_context
+from .._validation import check_float, check_int, rng_from
 from ..kernels import svdpp as _k
+from .als import threads_for
 from .base import FactorModel
 from .sgd import EpochMonitor, _init_state, _sq_rows, _zero_unrated, check_heldout
 
@@ -87,8 +88,7 @@ class SVDpp(FactorModel):
         self.verbose = verbose
 
     def _validate_params(self):
-        check_int("n_factors", self.n_factors, low=1)
-        check_int("n_epochs", self.n_epochs, low=1)
+        self._check_size_params()
         check_float("learning_rate", self.learning_rate, low=0, low_open=True)
         check_float("learning_rate_decay", self.learning_rate_decay, low=0, high=1.0,
                     low_open=True)
@@ -98,9 +98,7 @@ class SVDpp(FactorModel):
         check_float("bias_regularization", self.bias_regularization, low=0)
         check_float("init_std", self.init_std, low=0)
         check_int("early_stopping", self.early_stopping, low=1, allow_none=True)
-        check_int("num_threads", self.num_threads, low=0, allow_none=True)
-        check_bool("verbose", self.verbose)
-        rng_from(self.random_state)
+        self._check_run_params()
 
     def fit(self, data, *, validation=None):
         """Fit to observed ratings.
@@ -145,7 +143,7 @@ class SVDpp(FactorModel):
 
         try:
             # below ~100K ratings per thread a parallel epoch costs more than it saves
-            n_threads = max(1, min(resolve_threads(self.num_threads), ratings.nnz // 100_000))
+            n_threads = threads_for(self.num_threads, ratings.nnz)
             with thread_context(n_threads):
                 # many more chunks than threads: a chunk of heavy users does not hold up the rest
                 n_chunks = 1 if n_threads == 1 else min(n_users, 16 * n_threads)
