@@ -33,8 +33,10 @@ def accuracy(args):
                   mfrec.BayesianMF(implicit="none", random_state=SEED)),
               "mfrec BayesianMF implicit='items'": lambda: mfrec.BayesianMF(
                   implicit="items", random_state=SEED),
-              "mfrec BayesianMF noise='gaussian' (plain BPMF)": lambda: mfrec.BayesianMF(
+              "mfrec BayesianMF noise='gaussian'": lambda: mfrec.BayesianMF(
                   noise="gaussian", random_state=SEED),
+              "mfrec BayesianMF implicit='none', noise='gaussian' (plain BPMF)": lambda: (
+                  mfrec.BayesianMF(implicit="none", noise="gaussian", random_state=SEED)),
               "mfrec BayesianMF n_factors=32": lambda: mfrec.BayesianMF(n_factors=32,
                                                                          random_state=SEED),
               "mfrec ALS (defaults)": lambda: mfrec.ALS(random_state=SEED),

@@ -91,8 +91,8 @@ def test_implicit_kernels_match_reference():
     # without data a weight is its prior draw, N(0, (lam Lambda)^-1)
     e = random_csr(3, 2, 0.0, 0)
     Wz, Rz = np.zeros((3, d), np.float32), np.zeros((2, d), np.float32)
-    kb.sample_implicit(e.indptr.astype(np.int64), e.indices, np.zeros(2, np.float32), Wz, Rz, 4.0, cit,
-                       z[:3])
+    kb.sample_implicit(e.indptr.astype(np.int64), e.indices, np.zeros(2, np.float32), Wz, Rz,
+                       4.0, cit, z[:3])
     np.testing.assert_allclose(Wz, z[:3] @ cit.T / 2.0, atol=1e-5)
 
 

@@ -14,6 +14,10 @@ normal draws come in as an array made by NumPy's seeded generator, so a fit does
 the thread count.
 
 Rows are dealt to blocks by decreasing rating count as in :mod:`mfrec.kernels.als`.
+
+The implicit-feedback prior (each row's prior mean offset by ``|N(u)|^-1/2 sum_{j in N(u)} w_j``)
+adds two kernels: :func:`implicit_offsets` forms the offsets, and :func:`sample_implicit` is a
+Gibbs pass over the weights ``w_j`` given the rows.
 """
 from __future__ import annotations
 
@@ -22,8 +26,9 @@ from numba import njit, prange
 
 from .als import backward_inplace, cholesky_inplace, forward_inplace
 
-__all__ = ["sample_rows", "row_squared_errors", "sample_rows_reference",
-           "row_squared_errors_reference"]
+__all__ = ["sample_rows", "row_squared_errors", "implicit_offsets", "sample_implicit",
+           "sample_rows_reference", "row_squared_errors_reference", "implicit_offsets_reference",
+           "sample_implicit_reference"]
 
 
 @njit(cache=True, parallel=True, fastmath=True)
@@ -45,8 +50,8 @@ def sample_rows(indptr, indices, data, X, Y, xw, yw, mu, alpha, prior_lin, prior
         Global mean subtracted from the ratings.
     alpha : float
         Noise precision.
-    prior_lin : float32 array of shape (d,)
-        ``Lambda @ m`` of the rows' Gaussian prior.
+    prior_lin : float32 array of shape (n_rows, d) or (1, d)
+        ``Lambda @ m_u`` of each row's Gaussian prior (one row: the same prior mean for all).
     prior_prec : float32 array of shape (d, d)
         ``Lambda``, symmetric positive definite.
     fit_bias : bool
@@ -59,6 +64,7 @@ def sample_rows(indptr, indices, data, X, Y, xw, yw, mu, alpha, prior_lin, prior
     n_rows, d = X.shape
     k = d - 1 if fit_bias else d
     n_blocks = max(1, min(n_blocks, n_rows))
+    per_row = prior_lin.shape[0] > 1
     for blk in prange(n_blocks):
         A = np.empty((d, d), dtype=np.float32)
         G = np.empty((4, d), dtype=np.float32)
@@ -94,8 +100,9 @@ def sample_rows(indptr, indices, data, X, Y, xw, yw, mu, alpha, prior_lin, prior
                     for b in range(a + 1):
                         A[a, b] += g0 * G[0, b] + g1 * G[1, b] + g2 * G[2, b] + g3 * G[3, b]
             alpha_u = alpha * xw[u]
+            r = u if per_row else 0
             for a in range(d):
-                h[a] = alpha_u * h[a] + prior_lin[a]
+                h[a] = alpha_u * h[a] + prior_lin[r, a]
                 z[a] = noise[u, a]
                 for b in range(a + 1):
                     A[a, b] = alpha_u * A[a, b] + prior_prec[a, b]
@@ -122,7 +129,8 @@ def sample_rows_reference(indptr, indices, data, X, Y, xw, yw, mu, alpha, prior_
         w = alpha * xw[u] * yw[j].astype(np.float64)
         prec = prior_prec + (F * w[:, None]).T @ F
         L = np.linalg.cholesky(prec)
-        mean = np.linalg.solve(prec, prior_lin + F.T @ (w * t))
+        lin = prior_lin[u if prior_lin.shape[0] > 1 else 0]
+        mean = np.linalg.solve(prec, lin + F.T @ (w * t))
         X[u] = mean + np.linalg.solve(L.T, noise[u].astype(np.float64))
 
 
@@ -161,3 +169,99 @@ def row_squared_errors_reference(indptr, indices, data, X, Y, yw, mu, fit_bias):
         pred = mu + np.einsum("ij,ij->i", Xu, Yj)
     e = data - pred
     return np.bincount(u, yw[indices] * e * e, minlength=X.shape[0])
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def implicit_offsets(indptr, indices, xs, W, out):
+    """``out[u] = xs[u] * sum_{j in N(u)} W[j]`` for every row ``u``, in place.
+
+    Parameters
+    ----------
+    indptr, indices : CSR arrays of the side whose rows are offset (row ``u`` lists ``N(u)``)
+    xs : float32 array of shape (n_rows,)
+        Weight of a row's rated columns, ``|N(u)|^-1/2`` (0 for empty rows).
+    W : float32 array of shape (n_cols, d)
+        The implicit-feedback weights of the columns.
+    out : float32 array of shape (n_rows, d)
+    """
+    d = W.shape[1]
+    for u in prange(out.shape[0]):
+        acc = np.zeros(d)
+        for p in range(indptr[u], indptr[u + 1]):
+            j = indices[p]
+            for a in range(d):
+                acc[a] += W[j, a]
+        for a in range(d):
+            out[u, a] = xs[u] * acc[a]
+
+
+def implicit_offsets_reference(indptr, indices, xs, W, out):
+    """NumPy reference of :func:`implicit_offsets`."""
+    u = np.repeat(np.arange(out.shape[0]), np.diff(indptr))
+    acc = np.zeros(out.shape)
+    np.add.at(acc, u, W[indices].astype(np.float64))
+    out[:] = xs[:, None] * acc
+
+
+@njit(cache=True, fastmath=True)
+def sample_implicit(indptr, indices, xs, W, R, lam, chol_inv_t, z):
+    """One Gibbs pass over the rows of ``W`` (the implicit-feedback weights), in place.
+
+    The rows ``x_u`` of one side have the prior ``N(m + xs[u] sum_{j in N(u)} W[j],
+    Lambda^-1)``; ``R`` holds the residuals ``x_u - m - xs[u] sum_{j in N(u)} W[j]`` and is kept
+    up to date as ``W`` changes. With the prior ``W[j] ~ N(0, (lam Lambda)^-1)``, the conditional
+    of ``W[j]`` given everything else has precision ``c_j Lambda`` and mean
+    ``sum_{u rated j} xs[u] r_u / c_j``, where ``c_j = lam + sum_{u rated j} xs[u]^2`` and ``r_u``
+    is the residual without ``W[j]``'s own share. The loop over ``j`` is sequential: rows that
+    share a rater are not conditionally independent.
+
+    Parameters
+    ----------
+    indptr, indices : CSR arrays of the *other* side (row ``j`` lists the rows ``u`` that rated it)
+    xs : float32 array of shape (n_rows,)
+    W : float32 array of shape (n_cols, d)
+    R : float32 array of shape (n_rows, d)
+    lam : float
+    chol_inv_t : float64 array of shape (d, d)
+        ``L^-T`` with ``Lambda = L L'``: ``L^-T z`` is a ``N(0, Lambda^-1)`` draw.
+    z : float32 array of shape (n_cols, d)
+        Standard normal draws, one row per row of ``W``.
+    """
+    d = W.shape[1]
+    s = np.empty(d)
+    new = np.empty(d)
+    for j in range(W.shape[0]):
+        c = lam
+        s[:] = 0.0
+        for p in range(indptr[j], indptr[j + 1]):
+            u = indices[p]
+            x = float(xs[u])
+            c += x * x
+            for a in range(d):
+                # R[u] holds -x W[j]: add that share back to get the residual without W[j]
+                s[a] += x * (R[u, a] + x * W[j, a])
+        sd = 1.0 / np.sqrt(c)
+        for a in range(d):
+            e = 0.0
+            for b in range(a, d):  # L^-T is upper triangular
+                e += chol_inv_t[a, b] * z[j, b]
+            new[a] = s[a] / c + sd * e
+        for p in range(indptr[j], indptr[j + 1]):
+            u = indices[p]
+            x = float(xs[u])
+            for a in range(d):
+                R[u, a] -= x * (new[a] - W[j, a])
+        for a in range(d):
+            W[j, a] = new[a]
+
+
+def sample_implicit_reference(indptr, indices, xs, W, R, lam, chol_inv_t, z):
+    """NumPy (float64) reference of :func:`sample_implicit`; updates ``W`` and ``R`` in place."""
+    for j in range(W.shape[0]):
+        u = indices[indptr[j]:indptr[j + 1]]
+        x = xs[u].astype(np.float64)
+        c = lam + float(x @ x)
+        old = W[j].astype(np.float64)
+        new = (x @ (R[u] + np.outer(x, old))) / c + chol_inv_t @ z[j] / np.sqrt(c)
+        R[u] -= np.outer(x, new - old)
+        W[j] = new
