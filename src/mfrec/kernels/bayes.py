@@ -228,31 +228,35 @@ def sample_implicit(indptr, indices, xs, W, R, lam, chol_inv_t, z):
         Standard normal draws, one row per row of ``W``.
     """
     d = W.shape[1]
-    s = np.empty(d)
-    new = np.empty(d)
+    s = np.empty(d, dtype=np.float32)
+    delta = np.empty(d, dtype=np.float32)
     for j in range(W.shape[0]):
-        c = lam
+        start, end = indptr[j], indptr[j + 1]
+        cx = np.float32(0.0)  # float32 sums: cheaper, and this pass is serial
         s[:] = 0.0
-        for p in range(indptr[j], indptr[j + 1]):
+        for p in range(start, end):
             u = indices[p]
-            x = float(xs[u])
-            c += x * x
+            x = xs[u]
+            cx += x * x
             for a in range(d):
-                # R[u] holds -x W[j]: add that share back to get the residual without W[j]
-                s[a] += x * (R[u, a] + x * W[j, a])
+                s[a] += x * R[u, a]
+        # R[u] holds -x W[j]: adding that share back to every r_u adds (sum of x^2) W[j] to s
+        for a in range(d):
+            s[a] += cx * W[j, a]
+        c = float(cx) + lam
         sd = 1.0 / np.sqrt(c)
         for a in range(d):
             e = 0.0
             for b in range(a, d):  # L^-T is upper triangular
                 e += chol_inv_t[a, b] * z[j, b]
-            new[a] = s[a] / c + sd * e
-        for p in range(indptr[j], indptr[j + 1]):
+            new = s[a] / c + sd * e
+            delta[a] = new - W[j, a]
+            W[j, a] = new
+        for p in range(start, end):
             u = indices[p]
-            x = float(xs[u])
+            x = xs[u]
             for a in range(d):
-                R[u, a] -= x * (new[a] - W[j, a])
-        for a in range(d):
-            W[j, a] = new[a]
+                R[u, a] -= x * delta[a]
 
 
 def sample_implicit_reference(indptr, indices, xs, W, R, lam, chol_inv_t, z):
