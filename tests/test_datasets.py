@@ -3,7 +3,6 @@ import hashlib
 import shutil
 import zipfile
 
-import numpy as np
 import pytest
 
 from mfrec import datasets

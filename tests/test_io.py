@@ -1,5 +1,4 @@
 """File formats: detection of separators, headers and the MovieLens layouts."""
-import numpy as np
 import pandas as pd
 import pytest
 

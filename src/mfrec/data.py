@@ -221,59 +221,24 @@ class Ratings:
                                  f"{timestamps.shape}")
         if values.size == 0:
             raise ValueError("ratings are empty: at least one observed rating is needed")
+        csr = None
         if timestamps is None:
             # Fast, lean path: scipy's O(nnz) counting sort. It sums repeated pairs, so a smaller
-            # nnz means duplicates (or dropped entries): then the general path below handles them.
+            # nnz means duplicates: then the general path handles them.
             csr = sp.coo_matrix((values, (users, items)), shape=(n_users, n_items)).tocsr()
             if csr.nnz == values.size:
                 csr.sort_indices()
-                idx_dtype = np.int32 if values.size < 2**31 else np.int64
-                self.csr = sp.csr_matrix((csr.data.astype(np.float32, copy=False),
-                                          csr.indices.astype(idx_dtype, copy=False),
-                                          csr.indptr.astype(idx_dtype, copy=False)),
-                                         shape=(n_users, n_items))
-                self.csr.has_sorted_indices = True
-                self.user_vocab, self.item_vocab = user_vocab, item_vocab
-                self.timestamps, self._csc = None, None
-                return
-            del csr
-        key = users.astype(np.int64, copy=False) * n_items + items
-        order = np.argsort(key, kind="stable")
-        key = key[order]
-        dup = key[1:] == key[:-1]
-        if dup.any():
-            if duplicates == "error":
-                where = order[np.flatnonzero(dup)[:5]]
-                pairs = list(zip(user_vocab.ids[users[where]].tolist(),
-                                 item_vocab.ids[items[where]].tolist()))
-                raise ValueError(
-                    f"duplicate (user, item) pairs: {int(dup.sum())} repeated, first {pairs}; "
-                    f"pass duplicates='mean', 'last' or 'sum' to combine them")
-            starts = np.flatnonzero(np.r_[True, ~dup])
-            vals = values[order]
-            if duplicates == "sum":
-                merged = np.add.reduceat(vals.astype(np.float64), starts)
-            elif duplicates == "mean":
-                merged = np.add.reduceat(vals.astype(np.float64), starts) / np.diff(
-                    np.r_[starts, vals.size])
-            else:  # "last": the last one given, in input order (sort was stable)
-                ends = np.r_[starts[1:], vals.size] - 1
-                merged = vals[ends]
-            pick = starts if duplicates != "last" else np.r_[starts[1:], vals.size] - 1
-            sel = order[pick]
-            users, items = users[sel], items[sel]
-            values = merged.astype(np.float32)
-            if timestamps is not None:
-                ends = np.r_[starts[1:], key.size] - 1
-                timestamps = np.asarray(timestamps)[order[ends]]
-        else:
-            users, items, values = users[order], items[order], values[order]
-            if timestamps is not None:
-                timestamps = timestamps[order]
-        indptr = np.zeros(n_users + 1, dtype=np.int64)
-        np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
+                values, items, indptr = csr.data, csr.indices, csr.indptr
+            else:
+                csr = None
+        if csr is None:
+            values, items, indptr, timestamps = _sort_and_merge(
+                users, items, values, timestamps, user_vocab, item_vocab, duplicates)
+        del csr
         idx_dtype = np.int32 if values.size < 2**31 else np.int64
-        self.csr = sp.csr_matrix((values, items.astype(idx_dtype), indptr.astype(idx_dtype)),
+        self.csr = sp.csr_matrix((values.astype(np.float32, copy=False),
+                                  items.astype(idx_dtype, copy=False),
+                                  indptr.astype(idx_dtype, copy=False)),
                                  shape=(n_users, n_items))
         self.csr.has_sorted_indices = True
         self.user_vocab = user_vocab
@@ -504,6 +469,51 @@ class Ratings:
         lo, hi = self.rating_range
         return (f"Ratings(n_users={self.n_users}, n_items={self.n_items}, nnz={self.nnz}, "
                 f"range=[{lo:g}, {hi:g}])")
+
+
+
+def _sort_and_merge(users, items, values, timestamps, user_vocab, item_vocab, duplicates):
+    """Entries sorted by (user, item) with repeated pairs merged by ``duplicates``.
+
+    Returns ``(values, items, indptr, timestamps)`` of the CSR layout.
+    """
+    n_users, n_items = len(user_vocab), len(item_vocab)
+    key = users.astype(np.int64, copy=False) * n_items + items
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    dup = key[1:] == key[:-1]
+    if dup.any():
+        if duplicates == "error":
+            where = order[np.flatnonzero(dup)[:5]]
+            pairs = list(zip(user_vocab.ids[users[where]].tolist(),
+                             item_vocab.ids[items[where]].tolist()))
+            raise ValueError(
+                f"duplicate (user, item) pairs: {int(dup.sum())} repeated, first {pairs}; "
+                f"pass duplicates='mean', 'last' or 'sum' to combine them")
+        starts = np.flatnonzero(np.r_[True, ~dup])
+        vals = values[order]
+        if duplicates == "sum":
+            merged = np.add.reduceat(vals.astype(np.float64), starts)
+        elif duplicates == "mean":
+            merged = np.add.reduceat(vals.astype(np.float64), starts) / np.diff(
+                np.r_[starts, vals.size])
+        else:  # "last": the last one given, in input order (sort was stable)
+            ends = np.r_[starts[1:], vals.size] - 1
+            merged = vals[ends]
+        pick = starts if duplicates != "last" else np.r_[starts[1:], vals.size] - 1
+        sel = order[pick]
+        users, items = users[sel], items[sel]
+        values = merged.astype(np.float32)
+        if timestamps is not None:
+            ends = np.r_[starts[1:], key.size] - 1
+            timestamps = np.asarray(timestamps)[order[ends]]
+    else:
+        users, items, values = users[order], items[order], values[order]
+        if timestamps is not None:
+            timestamps = timestamps[order]
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
+    return values, items, indptr, timestamps
 
 
 def _encode(raw, vocab, name):

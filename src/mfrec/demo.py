@@ -35,7 +35,7 @@ def _section(out, title):
     out.write(f"\n{title}\n{'=' * len(title)}\n")
 
 
-def _show_factors(out, model, X, n_user_cols):
+def _show_factors(out, model, X):
     out.write("Learned user matrix (rows: users):\n")
     out.write(format_matrix(model.user_factors_, col_label="f") + "\n")
     out.write("Learned item matrix (rows: factors, columns: items, as in the notebook):\n")
@@ -58,13 +58,13 @@ def run_demo(out=None, *, random_state=0):
     _section(out, "1. Singular value decomposition  (SVD, all factors, missing='zero')")
     svd = SVD(missing="zero").fit(X)
     out.write("Singular values: " + "  ".join(f"{s:.4f}" for s in svd.singular_values_) + "\n")
-    _show_factors(out, svd, X, 4)
+    _show_factors(out, svd, X)
 
     _section(out, "2. Non-negative matrix factorization  (NMF, 6 factors, missing='zero')")
     nmf = NMF(n_factors=6, missing="zero", random_state=random_state).fit(X)
     out.write(f"{len(nmf.loss_history_)} HALS epochs, final squared error "
               f"{nmf.loss_history_[-1]:.3e}\n")
-    _show_factors(out, nmf, X, 6)
+    _show_factors(out, nmf, X)
 
     _section(out, "3. Gradient descent with L2  (6 factors, lr 0.01, reg 0.1, 1000 iterations, "
                   "missing='zero')")
@@ -73,7 +73,7 @@ def run_demo(out=None, *, random_state=0):
         gd = GradientDescent(n_factors=6, n_epochs=1000, learning_rate=0.01, regularization=0.1,
                              missing="zero", random_state=random_state, verbose=100).fit(X)
     out.write(buf.getvalue())
-    _show_factors(out, gd, X, 6)
+    _show_factors(out, gd, X)
 
     _section(out, "4. Predicting the blanks  (missing='ignore': only rated cells are fitted)")
     models = {

@@ -2,12 +2,8 @@
 MovieLens formats (``u.data``, ``ratings.dat`` with ``::``, ``ratings.csv``)."""
 from __future__ import annotations
 
-import io as _io
-import os
 import re
 from pathlib import Path
-
-import numpy as np
 
 from .data import Ratings
 

@@ -117,7 +117,6 @@ def sample_rows(indptr, indices, data, X, Y, xw, yw, mu, alpha, prior_lin, prior
 def sample_rows_reference(indptr, indices, data, X, Y, xw, yw, mu, alpha, prior_lin, prior_prec,
                           fit_bias, noise):
     """NumPy (float64) reference of :func:`sample_rows`; updates ``X`` in place."""
-    d = X.shape[1]
     for u in range(X.shape[0]):
         sl = slice(indptr[u], indptr[u + 1])
         j = indices[sl]
