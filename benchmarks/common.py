@@ -43,7 +43,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -74,6 +73,9 @@ def ml100k_dir():
 
 
 def _read_ml(path):
+    # pandas is imported here, not at the top: every measured child process imports this module,
+    # and pandas (with pyarrow) would add about 75 MB to each one's peak memory
+    import pandas as pd
     return pd.read_csv(path, sep="\t", header=None, names=_ML_COLUMNS,
                        dtype={"user": np.int64, "item": np.int64, "rating": np.float32,
                               "timestamp": np.int64})

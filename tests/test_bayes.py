@@ -27,22 +27,23 @@ def test_sample_rows_matches_reference(fit_bias, weighted, per_row):
     Y = rng.normal(size=(20, d)).astype(np.float32)
     B = rng.normal(size=(d, d))
     prec = (B @ B.T + d * np.eye(d)).astype(np.float32)
-    lin = rng.normal(size=(30 if per_row else 1, d)).astype(np.float32)
-    noise = rng.standard_normal((30, d)).astype(np.float32)
+    mean = rng.normal(size=d).astype(np.float32)
+    off = rng.normal(size=(30 if per_row else 1, d)).astype(np.float32)
+    key = np.uint64(2024)
+    noise = kb.normal_rows_reference(key, 30, d)
     xw, yw = np.ones(30, np.float32), np.ones(20, np.float32)
     if weighted:
         xw = rng.gamma(2.0, 0.5, 30).astype(np.float32)
         yw = rng.gamma(2.0, 0.5, 20).astype(np.float32)
     Xr = X.astype(np.float64)
-    kb.sample_rows_reference(m.indptr, m.indices, m.data, Xr, Y, xw, yw, 3.0, 1.5, lin, prec,
-                             fit_bias, noise)
-    kb.sample_rows(m.indptr.astype(np.int64), m.indices, m.data, X, Y, xw, yw, 3.0, 1.5, lin,
-                   prec, fit_bias, noise, balanced_order(np.diff(m.indptr)), 3)
+    kb.sample_rows_reference(m.indptr, m.indices, m.data, Xr, Y, xw, yw, 3.0, 1.5, mean, off,
+                             prec, fit_bias, noise)
+    kb.sample_rows(m.indptr.astype(np.int64), m.indices, m.data, X, Y, xw, yw, 3.0, 1.5, mean,
+                   off, prec, fit_bias, key, balanced_order(np.diff(m.indptr)), 3)
     np.testing.assert_allclose(X, Xr, atol=1e-4)
-    # row 4 has no ratings: prior mean plus the prior's noise
+    # row 4 has no ratings: prior mean (plus its offset) plus the prior's noise
     L = np.linalg.cholesky(prec.astype(np.float64))
-    expect = (np.linalg.solve(prec.astype(np.float64), lin[4 if per_row else 0])
-              + np.linalg.solve(L.T, noise[4]))
+    expect = mean + off[4 if per_row else 0] + np.linalg.solve(L.T, noise[4])
     np.testing.assert_allclose(X[4], expect, atol=1e-4)
 
 
@@ -53,9 +54,17 @@ def test_row_squared_errors_match_reference(fit_bias):
     X, Y = rng.normal(size=(25, 4)).astype(np.float32), rng.normal(size=(15, 4)).astype(np.float32)
     yw = rng.gamma(2.0, 0.5, 15).astype(np.float32)
     got = kb.row_squared_errors(m.indptr.astype(np.int64), m.indices, m.data, X, Y, yw, 3.0,
-                                fit_bias)
+                                fit_bias, balanced_order(np.diff(m.indptr)), 4)
     want = kb.row_squared_errors_reference(m.indptr, m.indices, m.data, X, Y, yw, 3.0, fit_bias)
-    np.testing.assert_allclose(got, want, rtol=1e-5)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5)
+    # row 0 by hand
+    j = m.indices[m.indptr[0]:m.indptr[1]]
+    pred = 3.0 + (X[0, -1] + Y[j, -1] if fit_bias else 0.0) + (
+        Y[j, :-1] @ X[0, :-1] if fit_bias else Y[j] @ X[0])
+    e2 = (m.data[m.indptr[0]:m.indptr[1]] - pred) ** 2
+    assert got[1][0] == pytest.approx(e2.sum(), rel=1e-5)
+    assert got[0][0] == pytest.approx((yw[j] * e2).sum(), rel=1e-5)
 
 
 def test_implicit_kernels_match_reference():
@@ -70,7 +79,8 @@ def test_implicit_kernels_match_reference():
     assert xs[2] == 0.0
     W = rng.normal(size=(20, d)).astype(np.float32)
     off, want = np.empty((30, d), np.float32), np.empty((30, d))
-    kb.implicit_offsets(m.indptr.astype(np.int64), m.indices, xs, W, off)
+    kb.implicit_offsets(m.indptr.astype(np.int64), m.indices, xs, W, off,
+                        balanced_order(np.diff(m.indptr)), 4)
     kb.implicit_offsets_reference(m.indptr, m.indices, xs, W, want)
     np.testing.assert_allclose(off, want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(want[0], xs[0] * W[m.indices[m.indptr[0]:m.indptr[1]]].sum(0))
@@ -81,9 +91,10 @@ def test_implicit_kernels_match_reference():
     B = rng.normal(size=(d, d))
     Lam = B @ B.T + d * np.eye(d)
     cit = np.linalg.inv(np.linalg.cholesky(Lam)).T
-    z = rng.standard_normal((20, d)).astype(np.float32)
+    key = np.uint64(77)
+    z = kb.normal_rows_reference(key, 20, d)
     kb.sample_implicit_reference(t.indptr, t.indices, xs, Wr, Rr, 0.7, cit, z)
-    kb.sample_implicit(t.indptr.astype(np.int64), t.indices, xs, W, R, 0.7, cit, z)
+    kb.sample_implicit(t.indptr.astype(np.int64), t.indices, xs, W, R, 0.7, cit, key)
     np.testing.assert_allclose(W, Wr, atol=1e-4)
     np.testing.assert_allclose(R, Rr, atol=1e-4)
     kb.implicit_offsets_reference(m.indptr, m.indices, xs, Wr, want)
@@ -92,8 +103,32 @@ def test_implicit_kernels_match_reference():
     e = random_csr(3, 2, 0.0, 0)
     Wz, Rz = np.zeros((3, d), np.float32), np.zeros((2, d), np.float32)
     kb.sample_implicit(e.indptr.astype(np.int64), e.indices, np.zeros(2, np.float32), Wz, Rz,
-                       4.0, cit, z[:3])
+                       4.0, cit, key)
     np.testing.assert_allclose(Wz, z[:3] @ cit.T / 2.0, atol=1e-5)
+
+
+def test_keyed_normal_draws():
+    # the kernels' draws equal the NumPy reference, depend only on (key, row), and are
+    # standard normal
+    from numba import njit
+
+    @njit
+    def rows(key, first, n, d):
+        out = np.empty((n, d), np.float32)
+        for r in range(n):
+            kb.normal_row(key, first + r, out[r])
+        return out
+
+    key = np.uint64(987654321)
+    got = rows(key, 0, 300, 7)
+    np.testing.assert_allclose(got, kb.normal_rows_reference(key, 300, 7), atol=1e-6)
+    np.testing.assert_array_equal(rows(key, 100, 5, 7), got[100:105])
+    assert not np.allclose(rows(np.uint64(987654322), 0, 5, 7), got[:5])
+    z = rows(np.uint64(3), 0, 100_000, 5).ravel().astype(np.float64)
+    assert abs(z.mean()) < 0.01 and abs(z.var() - 1.0) < 0.01
+    assert abs(np.mean(z ** 4) - 3.0) < 0.05            # normal kurtosis
+    assert abs(np.mean(z < -1.959964) - 0.025) < 0.002  # normal tail
+    assert abs(np.corrcoef(z[:-1], z[1:])[0, 1]) < 0.01
 
 
 def test_wishart_draws_have_the_right_mean():
@@ -110,9 +145,9 @@ def test_normal_wishart_concentrates_on_the_rows_distribution():
     cov = np.array([[0.5, 0.2], [0.2, 0.3]])
     mean = np.array([0.4, -1.0])
     X = rng.multivariate_normal(mean, cov, size=20000).astype(np.float32)
-    lin, prec = model_module._sample_normal_wishart(X, 2.0, rng)
+    m, prec = model_module._sample_normal_wishart(X, 2.0, rng)
     np.testing.assert_allclose(prec, np.linalg.inv(cov), rtol=0.05)
-    np.testing.assert_allclose(np.linalg.solve(prec, lin), mean, atol=0.02)
+    np.testing.assert_allclose(m, mean, atol=0.02)
 
 
 def test_compress_is_the_best_low_rank_approximation(monkeypatch):

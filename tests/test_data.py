@@ -138,6 +138,43 @@ def test_vocabulary_unknown_ids():
     np.testing.assert_array_equal(ident.lookup([2, 7], unknown="mask"), [2, -1])
 
 
+@pytest.mark.parametrize("ids", [
+    [40, 3, 40, 7, 3],                       # small: presence table
+    [10**12, 5, 10**12, -3, 5],              # wide or negative: sorted unique
+    np.array([9, 2, 9, 2, 4], dtype=np.uint16),
+])
+def test_integer_ids_are_encoded_like_pandas(ids):
+    # integer ids skip pandas; the codes and vocabulary are those pandas.factorize(sort=True) gives
+    r = Ratings.from_ids(ids, [0, 1, 2, 3, 4], [1.0, 2.0, 3.0, 4.0, 5.0])
+    codes, uniques = pd.factorize(np.asarray(ids), sort=True)
+    np.testing.assert_array_equal(r.user_vocab.ids, uniques)
+    np.testing.assert_array_equal(r.user_vocab.to_ids(r.user_index), np.asarray(ids)[
+        np.lexsort((np.arange(5), codes))])
+    v = r.user_vocab
+    np.testing.assert_array_equal(v.lookup(np.asarray(uniques)[::-1]), np.arange(3)[::-1])
+    np.testing.assert_array_equal(v.lookup([1, 6], unknown="mask"), [-1, -1])
+    with pytest.raises(KeyError, match=r"unknown user id\(s\) \[6\]"):
+        v.lookup([6])
+
+
+def test_integer_vocabulary_checks_duplicates_and_unsorted_ids():
+    with pytest.raises(ValueError, match="item ids must be unique"):
+        Vocabulary(np.array([5, 1, 5]), name="item")
+    v = Vocabulary(np.array([30, 10, 20]))  # unsorted but unique: hashed lookup
+    np.testing.assert_array_equal(v.lookup([20, 30, 99], unknown="mask"), [2, 0, -1])
+
+
+def test_fitting_integer_ids_does_not_import_pandas():
+    # pandas costs ~80 MB of memory: a fit from integer arrays must not load it
+    import subprocess
+    import sys
+    code = ("import sys, mfrec; m = mfrec.ImplicitALS(n_factors=2, n_epochs=1).fit("
+            "([3, 1, 2, 1], [0, 10, 10, 5], [1.0, 1.0, 2.0, 1.0])); "
+            "m.recommend([1, 3], n=2); print('pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_csc_matches_csr(seed_matrix):
     r = as_ratings(seed_matrix)
     np.testing.assert_array_equal(r.csc.toarray(), r.csr.toarray())

@@ -54,10 +54,20 @@ class Vocabulary:
         self.ids = ids
         self.name = name
         self._index = None
-        self._identity = bool(
-            ids.dtype.kind in "iu" and (ids.size == 0 or (ids[0] == 0 and ids[-1] == ids.size - 1
-                                                          and np.all(np.diff(ids) == 1))))
-        if not self._identity and _pandas().Index(ids).has_duplicates:
+        integer = ids.dtype.kind in "iu"
+        steps = np.diff(ids) if integer else None
+        self._identity = bool(integer and (ids.size == 0 or (
+            ids[0] == 0 and ids[-1] == ids.size - 1 and np.all(steps == 1))))
+        # increasing integer ids (what encoding integer ids gives) are looked up by binary search,
+        # without pandas
+        self._sorted = bool(integer and np.all(steps > 0))
+        if self._sorted:
+            return
+        if integer:
+            duplicated = np.unique(ids).size != ids.size
+        else:
+            duplicated = _pandas().Index(ids).has_duplicates
+        if duplicated:
             raise ValueError(f"{name} ids must be unique")
 
     @classmethod
@@ -107,6 +117,12 @@ class Vocabulary:
                 and np.all(arr == np.round(arr)):
             idx = arr.astype(np.int64)
             idx[(idx < 0) | (idx >= len(self))] = -1
+        elif self._sorted and arr.dtype.kind in "iu" and np.can_cast(arr.dtype, self.ids.dtype):
+            arr_cast = arr.astype(self.ids.dtype, copy=False)
+            idx = np.searchsorted(self.ids, arr_cast).astype(np.int64)
+            found = idx < len(self)
+            found[found] = self.ids[idx[found]] == arr_cast[found]
+            idx[~found] = -1
         else:
             idx = self._pd_index().get_indexer(arr).astype(np.int64)
         if unknown == "error":
@@ -520,6 +536,17 @@ def _encode(raw, vocab, name):
     raw = _as_id_array(raw) if not isinstance(raw, np.ndarray) else raw
     if vocab is not None:
         return vocab.lookup(raw, unknown="error"), vocab
+    if raw.dtype.kind in "iu" and raw.size:
+        # integer ids: encoded by NumPy (pandas, ~80 MB on import, is not needed)
+        lo, hi = int(raw.min()), int(raw.max())
+        if lo >= 0 and hi <= 4 * raw.size + (1 << 16):  # dense enough for a presence table
+            present = np.zeros(hi + 1, dtype=bool)
+            present[raw] = True
+            uniques = np.flatnonzero(present).astype(raw.dtype)
+            codes = (np.cumsum(present, dtype=np.int64) - 1)[raw]
+        else:
+            uniques, codes = np.unique(raw, return_inverse=True)
+        return codes.astype(np.int64, copy=False), Vocabulary(uniques, name=name)
     codes, uniques = _pandas().factorize(raw, sort=True)
     if (codes < 0).any():
         raise ValueError(f"{name} ids hold missing values (None/NaN) at positions "

@@ -10,8 +10,10 @@ posterior precision and linear term::
 where, with biases, the row's unknowns are ``[x_u, b_u]``, its features ``y_j = [x_j, 1]`` and
 ``c_j`` the fixed side's bias (both sides are stored *augmented*: the bias is the last column). The
 draw is ``Lambda_u^-1 h_u + L^-T z`` with ``Lambda_u = L L'`` and ``z`` standard normal. The
-normal draws come in as an array made by NumPy's seeded generator, so a fit does not depend on
-the thread count.
+normal draws are made inside the kernels from a counter-based generator (:func:`normal_row`):
+row ``u``'s draws are a fixed function of a key (drawn by the caller from NumPy's seeded
+generator) and ``u``, so a fit does not depend on the thread count, and no array of draws is
+stored.
 
 Rows are dealt to blocks by decreasing rating count as in :mod:`mfrec.kernels.als`.
 
@@ -27,13 +29,13 @@ from numba import njit, prange
 from .als import backward_inplace, cholesky_inplace, forward_inplace
 
 __all__ = ["sample_rows", "row_squared_errors", "implicit_offsets", "sample_implicit",
-           "sample_rows_reference", "row_squared_errors_reference", "implicit_offsets_reference",
-           "sample_implicit_reference"]
+           "normal_row", "sample_rows_reference", "row_squared_errors_reference",
+           "implicit_offsets_reference", "sample_implicit_reference", "normal_rows_reference"]
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def sample_rows(indptr, indices, data, X, Y, xw, yw, mu, alpha, prior_lin, prior_prec, fit_bias,
-                noise, order, n_blocks):
+def sample_rows(indptr, indices, data, X, Y, xw, yw, mu, alpha, prior_mean, prior_off, prior_prec,
+                fit_bias, key, order, n_blocks):
     """Draw every row of ``X`` from its conditional posterior, in place.
 
     Parameters
@@ -50,13 +52,17 @@ def sample_rows(indptr, indices, data, X, Y, xw, yw, mu, alpha, prior_lin, prior
         Global mean subtracted from the ratings.
     alpha : float
         Noise precision.
-    prior_lin : float32 array of shape (n_rows, d) or (1, d)
-        ``Lambda @ m_u`` of each row's Gaussian prior (one row: the same prior mean for all).
+    prior_mean : float32 array of shape (d,)
+        ``m``, the prior mean shared by all rows.
+    prior_off : float32 array of shape (n_rows, d) or (1, d)
+        Each row's offset of the prior mean (row ``u``'s prior mean is ``m + prior_off[u]``);
+        one row: the same offset for all (zeros for plain priors).
     prior_prec : float32 array of shape (d, d)
         ``Lambda``, symmetric positive definite.
     fit_bias : bool
-    noise : float32 array of shape (n_rows, d)
-        Standard normal draws, one row per row of ``X``.
+    key : uint64
+        Stream of the normal draws: row ``u`` uses :func:`normal_row` ``(key, u)``, so the draws
+        do not depend on which thread draws the row.
     order : int64 array of shape (n_rows,)
         Rows by decreasing count.
     n_blocks : int
@@ -64,12 +70,13 @@ def sample_rows(indptr, indices, data, X, Y, xw, yw, mu, alpha, prior_lin, prior
     n_rows, d = X.shape
     k = d - 1 if fit_bias else d
     n_blocks = max(1, min(n_blocks, n_rows))
-    per_row = prior_lin.shape[0] > 1
+    per_row = prior_off.shape[0] > 1
     for blk in prange(n_blocks):
         A = np.empty((d, d), dtype=np.float32)
         G = np.empty((4, d), dtype=np.float32)
         h = np.empty(d, dtype=np.float32)
         z = np.empty(d, dtype=np.float32)
+        pm = np.empty(d, dtype=np.float32)
         for t in range(blk, n_rows, n_blocks):
             u = order[t]
             start, end = indptr[u], indptr[u + 1]
@@ -102,10 +109,15 @@ def sample_rows(indptr, indices, data, X, Y, xw, yw, mu, alpha, prior_lin, prior
             alpha_u = alpha * xw[u]
             r = u if per_row else 0
             for a in range(d):
-                h[a] = alpha_u * h[a] + prior_lin[r, a]
-                z[a] = noise[u, a]
+                pm[a] = prior_mean[a] + prior_off[r, a]
+            for a in range(d):
+                lin = np.float32(0.0)  # Lambda (m + off_u), the prior's linear term
+                for b in range(d):
+                    lin += prior_prec[a, b] * pm[b]
+                h[a] = alpha_u * h[a] + lin
                 for b in range(a + 1):
                     A[a, b] = alpha_u * A[a, b] + prior_prec[a, b]
+            normal_row(key, u, z)
             cholesky_inplace(A, d)
             forward_inplace(A, h, d)
             backward_inplace(A, h, d)
@@ -114,9 +126,14 @@ def sample_rows(indptr, indices, data, X, Y, xw, yw, mu, alpha, prior_lin, prior
                 X[u, a] = h[a] + z[a]
 
 
-def sample_rows_reference(indptr, indices, data, X, Y, xw, yw, mu, alpha, prior_lin, prior_prec,
-                          fit_bias, noise):
-    """NumPy (float64) reference of :func:`sample_rows`; updates ``X`` in place."""
+def sample_rows_reference(indptr, indices, data, X, Y, xw, yw, mu, alpha, prior_mean, prior_off,
+                          prior_prec, fit_bias, noise):
+    """NumPy (float64) reference of :func:`sample_rows`; updates ``X`` in place.
+
+    ``noise`` (shape of ``X``) holds the standard normal draws of the rows, for instance
+    :func:`normal_rows_reference` ``(key, n_rows, d)``.
+    """
+    prior_prec = prior_prec.astype(np.float64)
     for u in range(X.shape[0]):
         sl = slice(indptr[u], indptr[u + 1])
         j = indices[sl]
@@ -128,34 +145,46 @@ def sample_rows_reference(indptr, indices, data, X, Y, xw, yw, mu, alpha, prior_
         w = alpha * xw[u] * yw[j].astype(np.float64)
         prec = prior_prec + (F * w[:, None]).T @ F
         L = np.linalg.cholesky(prec)
-        lin = prior_lin[u if prior_lin.shape[0] > 1 else 0]
+        lin = prior_prec @ (prior_mean + prior_off[u if prior_off.shape[0] > 1 else 0])
         mean = np.linalg.solve(prec, lin + F.T @ (w * t))
         X[u] = mean + np.linalg.solve(L.T, noise[u].astype(np.float64))
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def row_squared_errors(indptr, indices, data, X, Y, yw, mu, fit_bias):
+def row_squared_errors(indptr, indices, data, X, Y, yw, mu, fit_bias, order, n_blocks):
     """Per row, the sum of squared training errors of augmented factors (bias in the last
-    column), each weighted by its column's ``yw``.
+    column): weighted by each column's ``yw``, and plain.
 
-    Returns float64 of shape (n_rows,); the caller sums it, in an order that does not depend on
-    the thread count.
+    ``order`` and ``n_blocks`` deal the rows to threads as in :func:`sample_rows`.
+
+    Returns
+    -------
+    weighted, plain : float64 arrays of shape (n_rows,)
+        The caller sums them, in an order that does not depend on the thread count.
     """
     n_rows, d = X.shape
     k = d - 1 if fit_bias else d
-    out = np.zeros(n_rows)
-    for u in prange(n_rows):
-        acc = 0.0
-        for p in range(indptr[u], indptr[u + 1]):
-            j = indices[p]
-            e = data[p] - mu
-            if fit_bias:
-                e -= X[u, k] + Y[j, k]
-            for a in range(k):
-                e -= X[u, a] * Y[j, a]
-            acc += yw[j] * e * e
-        out[u] = acc
-    return out
+    weighted = np.zeros(n_rows)
+    plain = np.zeros(n_rows)
+    n_blocks = max(1, min(n_blocks, n_rows))
+    for blk in prange(n_blocks):
+        for t in range(blk, n_rows, n_blocks):
+            u = order[t]
+            acc_w = 0.0
+            acc = 0.0
+            for p in range(indptr[u], indptr[u + 1]):
+                j = indices[p]
+                e = data[p] - mu
+                if fit_bias:
+                    e -= X[u, k] + Y[j, k]
+                for a in range(k):
+                    e -= X[u, a] * Y[j, a]
+                e2 = e * e
+                acc += e2
+                acc_w += yw[j] * e2
+            weighted[u] = acc_w
+            plain[u] = acc
+    return weighted, plain
 
 
 def row_squared_errors_reference(indptr, indices, data, X, Y, yw, mu, fit_bias):
@@ -166,12 +195,13 @@ def row_squared_errors_reference(indptr, indices, data, X, Y, yw, mu, fit_bias):
         pred = mu + Xu[:, -1] + Yj[:, -1] + np.einsum("ij,ij->i", Xu[:, :-1], Yj[:, :-1])
     else:
         pred = mu + np.einsum("ij,ij->i", Xu, Yj)
-    e = data - pred
-    return np.bincount(u, yw[indices] * e * e, minlength=X.shape[0])
+    e2 = (data - pred) ** 2
+    n = X.shape[0]
+    return np.bincount(u, yw[indices] * e2, minlength=n), np.bincount(u, e2, minlength=n)
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def implicit_offsets(indptr, indices, xs, W, out):
+def implicit_offsets(indptr, indices, xs, W, out, order, n_blocks):
     """``out[u] = xs[u] * sum_{j in N(u)} W[j]`` for every row ``u``, in place.
 
     Parameters
@@ -182,16 +212,24 @@ def implicit_offsets(indptr, indices, xs, W, out):
     W : float32 array of shape (n_cols, d)
         The implicit-feedback weights of the columns.
     out : float32 array of shape (n_rows, d)
+    order : int64 array of shape (n_rows,)
+    n_blocks : int
+        Rows dealt to threads as in :func:`sample_rows`.
     """
+    n_rows = out.shape[0]
     d = W.shape[1]
-    for u in prange(out.shape[0]):
-        acc = np.zeros(d)
-        for p in range(indptr[u], indptr[u + 1]):
-            j = indices[p]
+    n_blocks = max(1, min(n_blocks, n_rows))
+    for blk in prange(n_blocks):
+        acc = np.empty(d)
+        for t in range(blk, n_rows, n_blocks):
+            u = order[t]
+            acc[:] = 0.0
+            for p in range(indptr[u], indptr[u + 1]):
+                j = indices[p]
+                for a in range(d):
+                    acc[a] += W[j, a]
             for a in range(d):
-                acc[a] += W[j, a]
-        for a in range(d):
-            out[u, a] = xs[u] * acc[a]
+                out[u, a] = xs[u] * acc[a]
 
 
 def implicit_offsets_reference(indptr, indices, xs, W, out):
@@ -202,8 +240,8 @@ def implicit_offsets_reference(indptr, indices, xs, W, out):
     out[:] = xs[:, None] * acc
 
 
-@njit(cache=True, fastmath=True)
-def sample_implicit(indptr, indices, xs, W, R, lam, chol_inv_t, z):
+@njit(cache=True, fastmath=True, nogil=True)
+def sample_implicit(indptr, indices, xs, W, R, lam, chol_inv_t, key):
     """One Gibbs pass over the rows of ``W`` (the implicit-feedback weights), in place.
 
     The rows ``x_u`` of one side have the prior ``N(m + xs[u] sum_{j in N(u)} W[j],
@@ -212,7 +250,8 @@ def sample_implicit(indptr, indices, xs, W, R, lam, chol_inv_t, z):
     of ``W[j]`` given everything else has precision ``c_j Lambda`` and mean
     ``sum_{u rated j} xs[u] r_u / c_j``, where ``c_j = lam + sum_{u rated j} xs[u]^2`` and ``r_u``
     is the residual without ``W[j]``'s own share. The loop over ``j`` is sequential: rows that
-    share a rater are not conditionally independent.
+    share a rater are not conditionally independent. It holds no GIL, so the caller can run it
+    beside work that does not touch ``W`` or ``R``.
 
     Parameters
     ----------
@@ -223,12 +262,13 @@ def sample_implicit(indptr, indices, xs, W, R, lam, chol_inv_t, z):
     lam : float
     chol_inv_t : float64 array of shape (d, d)
         ``L^-T`` with ``Lambda = L L'``: ``L^-T z`` is a ``N(0, Lambda^-1)`` draw.
-    z : float32 array of shape (n_cols, d)
-        Standard normal draws, one row per row of ``W``.
+    key : uint64
+        Stream of the normal draws: row ``j`` of ``W`` uses :func:`normal_row` ``(key, j)``.
     """
     d = W.shape[1]
     s = np.empty(d, dtype=np.float32)
     delta = np.empty(d, dtype=np.float32)
+    z = np.empty(d, dtype=np.float32)
     for j in range(W.shape[0]):
         start, end = indptr[j], indptr[j + 1]
         cx = np.float32(0.0)  # float32 sums: cheaper, and this pass is serial
@@ -244,10 +284,11 @@ def sample_implicit(indptr, indices, xs, W, R, lam, chol_inv_t, z):
             s[a] += cx * W[j, a]
         c = float(cx) + lam
         sd = 1.0 / np.sqrt(c)
+        normal_row(key, j, z)
         for a in range(d):
             e = 0.0
             for b in range(a, d):  # L^-T is upper triangular
-                e += chol_inv_t[a, b] * z[j, b]
+                e += chol_inv_t[a, b] * z[b]
             new = s[a] / c + sd * e
             delta[a] = new - W[j, a]
             W[j, a] = new
@@ -259,7 +300,11 @@ def sample_implicit(indptr, indices, xs, W, R, lam, chol_inv_t, z):
 
 
 def sample_implicit_reference(indptr, indices, xs, W, R, lam, chol_inv_t, z):
-    """NumPy (float64) reference of :func:`sample_implicit`; updates ``W`` and ``R`` in place."""
+    """NumPy (float64) reference of :func:`sample_implicit`; updates ``W`` and ``R`` in place.
+
+    ``z`` (shape of ``W``) holds the standard normal draws, for instance
+    :func:`normal_rows_reference` ``(key, n_cols, d)``.
+    """
     for j in range(W.shape[0]):
         u = indices[indptr[j]:indptr[j + 1]]
         x = xs[u].astype(np.float64)
@@ -268,3 +313,78 @@ def sample_implicit_reference(indptr, indices, xs, W, R, lam, chol_inv_t, z):
         new = (x @ (R[u] + np.outer(x, old))) / c + chol_inv_t @ z[j] / np.sqrt(c)
         R[u] -= np.outer(x, new - old)
         W[j] = new
+
+
+# ------------------------------------------------------------------ normal draws keyed by row
+# SplitMix64 (Steele, Lea & Flood 2014): output n of the stream that starts at `key` is a fixed
+# mixing function of key + (n + 1) * GAMMA, so any thread can make any row's draws on its own.
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_INV_2_52 = 2.0 ** -52  # a 53-bit integer times this, minus 1, is uniform on [-1, 1)
+
+
+@njit(cache=True)
+def _splitmix(key, n):
+    """Output ``n`` (uint64, from 0) of the SplitMix64 stream that starts at ``key``."""
+    x = key + (n + np.uint64(1)) * _GAMMA
+    x = (x ^ (x >> np.uint64(30))) * _MIX1
+    x = (x ^ (x >> np.uint64(27))) * _MIX2
+    return x ^ (x >> np.uint64(31))
+
+
+@njit(cache=True, fastmath=True)
+def normal_row(key, row, z):
+    """Fill ``z`` (length ``d``) with the standard normal draws of row ``row`` of stream ``key``.
+
+    Marsaglia's polar method on pairs of 53-bit uniforms taken in turn from the row's own
+    SplitMix64 stream, which starts at output ``row`` of the stream ``key``: no sines or cosines,
+    and a rejected pair costs only two more outputs.
+    """
+    d = z.shape[0]
+    row_key = _splitmix(key, np.uint64(row))
+    n = np.uint64(0)
+    a = 0
+    while a < d:
+        x = np.float64(_splitmix(row_key, n) >> np.uint64(11)) * _INV_2_52 - 1.0
+        y = np.float64(_splitmix(row_key, n + np.uint64(1)) >> np.uint64(11)) * _INV_2_52 - 1.0
+        n += np.uint64(2)
+        s = x * x + y * y
+        if s >= 1.0 or s == 0.0:  # outside the unit disc: about 21% of pairs
+            continue
+        f = np.sqrt(-2.0 * np.log(s) / s)
+        z[a] = x * f
+        if a + 1 < d:
+            z[a + 1] = y * f
+        a += 2
+
+
+def _splitmix_reference(key, n):
+    """:func:`_splitmix` in Python integers."""
+    mask = (1 << 64) - 1
+    x = (int(key) + (int(n) + 1) * int(_GAMMA)) & mask
+    x = ((x ^ (x >> 30)) * int(_MIX1)) & mask
+    x = ((x ^ (x >> 27)) * int(_MIX2)) & mask
+    return x ^ (x >> 31)
+
+
+def normal_rows_reference(key, n_rows, d):
+    """Plain-Python reference of :func:`normal_row` for rows ``0 .. n_rows - 1``: float64
+    array of shape (n_rows, d)."""
+    out = np.empty((n_rows, d))
+    for row in range(n_rows):
+        row_key = _splitmix_reference(key, row)
+        n, a = 0, 0
+        while a < d:
+            x = (_splitmix_reference(row_key, n) >> 11) * _INV_2_52 - 1.0
+            y = (_splitmix_reference(row_key, n + 1) >> 11) * _INV_2_52 - 1.0
+            n += 2
+            s = x * x + y * y
+            if s >= 1.0 or s == 0.0:
+                continue
+            f = np.sqrt(-2.0 * np.log(s) / s)
+            out[row, a] = x * f
+            if a + 1 < d:
+                out[row, a + 1] = y * f
+            a += 2
+    return out

@@ -31,9 +31,12 @@ instead (about 0.003 there), since the weights' precision ``lambda`` grows only 
 switching the offsets off.
 
 A sweep draws, for users then items, the hyperparameters, every row and the implicit-feedback
-weights; then ``alpha`` and the noise scales. After ``burn_in`` sweeps, predictions are averaged
-over the remaining samples: the model's score is the posterior predictive mean
-``mu + mean_s(b_u^s) + mean_s(b_i^s) + mean_s(p_u^s . q_i^s)``.
+weights; then ``alpha`` and the noise scales. The weights' pass of one side is serial, but it is
+conditionally independent of the next draw of the other side's rows, so with two or more threads
+it runs on a worker thread beside that draw (the samples do not depend on the thread count:
+every normal draw comes from a key the model draws from ``random_state``). After ``burn_in``
+sweeps, predictions are averaged over the remaining samples: the model's score is the posterior
+predictive mean ``mu + mean_s(b_u^s) + mean_s(b_i^s) + mean_s(p_u^s . q_i^s)``.
 
 How the averaged predictive is stored: ``mean_s(P_s Q_s')`` equals ``[P_1..P_S] [Q_1..Q_S]' / S``,
 a factor model of rank ``n_factors * S``. To keep memory independent of the number of samples, the
@@ -44,6 +47,8 @@ model is therefore an ordinary factor model (factors, biases, mean, vocabularies
 product of the samples (on MovieLens 100K the compression changes test RMSE by about 0.0002).
 """
 from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -207,7 +212,8 @@ class BayesianMF(FactorModel):
         # the chain needs very many sweeps to leave the neighbourhood of zero on large data.
         mu, u_arrays, i_arrays, order_u, order_i, P, Q, bu, bi = start_sweeps(
             ratings, k, self.init_std, rng)
-        with thread_context(threads_for(self.num_threads, nnz)) as n_threads:
+        n_threads = threads_for(self.num_threads, nnz)
+        with thread_context(n_threads) as n_threads:
             for _ in range(INIT_SWEEPS):
                 solve_rows_cholesky(*u_arrays, P, bu, Q, bi, mu, INIT_REG, fit_bias, order_u,
                                     8 * n_threads)
@@ -250,62 +256,73 @@ class BayesianMF(FactorModel):
         scale_i = np.ones(n_items, dtype=np.float32)
         count_u = np.diff(csr.indptr).astype(np.float64)
         count_i = np.diff(csc.indptr).astype(np.float64)
-        ones_i = np.ones(n_items, dtype=np.float32)
-        # reused every sweep: fresh large temporaries each time fragment the heap
-        noise_u = np.empty(U.shape, dtype=np.float32)
-        noise_i = np.empty(V.shape, dtype=np.float32)
         # implicit feedback: side s's rows have prior mean m + xs[u] sum_{j in N(u)} W_s[j]
         imp_sides = IMPLICIT_SIDES[self.implicit]
         imp_xs = [_inv_sqrt(count_u), _inv_sqrt(count_i)]
         imp_W = [np.zeros((n_items, d), dtype=np.float32) if 0 in imp_sides else None,
                  np.zeros((n_users, d), dtype=np.float32) if 1 in imp_sides else None]
-        # one buffer for the offsets (then residuals) of both sides: a side is done with it
-        # before the other starts
-        imp_flat = np.empty(max(n_users, n_items) * d if imp_sides else 0, dtype=np.float32)
-        imp_off = ([imp_flat[:n_users * d].reshape(n_users, d),
-                    imp_flat[:n_items * d].reshape(n_items, d)] if imp_sides else None)
+        # per side: the rows' prior-mean offsets, then their residuals while the side's weight
+        # pass runs (it may still run while the other side is drawn)
+        imp_off = [np.empty((n_users, d), dtype=np.float32) if 0 in imp_sides else None,
+                   np.empty((n_items, d), dtype=np.float32) if 1 in imp_sides else None]
         imp_gram = [np.zeros((d, d)), np.zeros((d, d))]
         imp_lam = [IMPLICIT_LAM0, IMPLICIT_LAM0]
-        with thread_context(threads_for(self.num_threads, nnz)) as n_threads:
+        imp_Lam = [None, None]   # the prior precision a side's pending weight pass was given
+        pending = [None, None]   # the side's weight pass in flight
+        queued = None            # (side, function, arguments) of the weight pass to start next
+        no_off = np.zeros((1, d), dtype=np.float32)
+        # A side's weight pass is serial, and conditionally independent of everything drawn
+        # until that side's rows are drawn again (the other side's hyperparameters and rows, the
+        # noise), so with two or more threads it runs on a worker thread beside the next draw
+        # of rows (compute-bound: it competes less for memory than the gathers do). Its inputs
+        # are fixed when it is queued and every draw it makes comes from its own key, so the
+        # chain does not depend on whether it ran beside or in line.
+        with thread_context(n_threads) as n_threads, _Runner(n_threads > 1) as runner:
             n_blocks = 8 * n_threads
             for sweep in range(int(self.n_epochs)):
-                for side, (X, Y, arrays, other, order, xw, yw, noise, spare) in enumerate((
-                        (U, V, u_arrays, i_arrays, order_u, scale_u, scale_i, noise_u, noise_i),
-                        (V, U, i_arrays, u_arrays, order_i, scale_i, scale_u, noise_i, noise_u))):
+                for side, (X, Y, arrays, other, order, xw, yw) in enumerate((
+                        (U, V, u_arrays, i_arrays, order_u, scale_u, scale_i),
+                        (V, U, i_arrays, u_arrays, order_i, scale_i, scale_u))):
                     if side in imp_sides:
                         W, xs, off = imp_W[side], imp_xs[side], imp_off[side]
-                        _k.implicit_offsets(arrays[0], arrays[1], xs, W, off)
+                        if pending[side] is not None:
+                            pending[side].result()
+                            pending[side] = None
+                            imp_gram[side] = _gram(W)
+                            # lam ~ Gamma(1, 1) a priori; W's rows are N(0, (lam Lambda)^-1)
+                            quad = float(np.sum(imp_Lam[side] * imp_gram[side]))
+                            imp_lam[side] = float(rng.gamma(1.0 + 0.5 * W.size,
+                                                            1.0 / (1.0 + 0.5 * quad)))
+                        _k.implicit_offsets(arrays[0], arrays[1], xs, W, off, order, n_blocks)
                         # the weights are draws of the same precision Lambda (scaled by lam)
-                        lin, prec, m, Lam = _sample_normal_wishart(
-                            X, beta0, rng, offset=off, full=True, extra_n=W.shape[0],
+                        m, Lam = _sample_normal_wishart(
+                            X, beta0, rng, offset=off, extra_n=W.shape[0],
                             extra_scatter=imp_lam[side] * imp_gram[side])
-                        # each row's prior mean is m + its offset: Lambda (m + off_u), in place
-                        _rows_times(off, m, Lam.astype(np.float32))
-                        lin = off
+                        prior_off = off
                     else:
-                        lin, prec = _sample_normal_wishart(X, beta0, rng)
-                        lin = lin[None, :]
-                    rng.standard_normal(dtype=np.float32, out=noise)
-                    _k.sample_rows(*arrays, X, Y, xw, yw, mu, alpha, lin, prec, fit_bias, noise,
-                                   order, n_blocks)
+                        m, Lam = _sample_normal_wishart(X, beta0, rng)
+                        prior_off = no_off
+                    m32 = m.astype(np.float32)
+                    key = _stream_key(rng)
+                    if queued is not None:  # the other side's weight pass runs beside the rows
+                        pending[queued[0]] = runner.submit(*queued[1:])
+                        queued = None
+                    _k.sample_rows(*arrays, X, Y, xw, yw, mu, alpha, m32, prior_off,
+                                   Lam.astype(np.float32), fit_bias, key, order, n_blocks)
                     if side in imp_sides:
-                        # residuals x_u - m - off_u of the new rows, then the weights given them
-                        # (off was overwritten by the prior's linear term: recompute it)
-                        _k.implicit_offsets(arrays[0], arrays[1], xs, W, off)
+                        # residuals x_u - m - off_u of the new rows; the weights' pass given
+                        # them starts beside the next draw of rows
                         np.subtract(X, off, out=off)
-                        off -= m.astype(np.float32)
-                        chol_inv_t = np.linalg.inv(np.linalg.cholesky(Lam)).T
-                        rng.standard_normal(dtype=np.float32, out=spare)  # W has spare's shape
-                        _k.sample_implicit(other[0], other[1], xs, W, off, imp_lam[side],
-                                           chol_inv_t, spare)
-                        imp_gram[side] = _gram(W)
-                        # lam ~ Gamma(1, 1) a priori; W's rows are N(0, (lam Lambda)^-1)
-                        quad = float(np.sum(Lam * imp_gram[side]))
-                        imp_lam[side] = float(rng.gamma(1.0 + 0.5 * W.size,
-                                                        1.0 / (1.0 + 0.5 * quad)))
+                        off -= m32
+                        imp_Lam[side] = Lam
+                        queued = (side, _k.sample_implicit, other[0], other[1], xs, W, off,
+                                  imp_lam[side], np.linalg.inv(np.linalg.cholesky(Lam)).T,
+                                  _stream_key(rng))
                 # per user: sum_i scale_i e_ui^2 (plain squared errors when not robust)
-                err_u = _k.row_squared_errors(*u_arrays, U, V, scale_i, mu, fit_bias)
+                err_u, plain_u = _k.row_squared_errors(*u_arrays, U, V, scale_i, mu, fit_bias,
+                                                       order_u, n_blocks)
                 weighted_sse = float(scale_u.astype(np.float64) @ err_u)
+                sse = float(plain_u.sum())
                 if fixed_alpha is None:
                     # Gamma(1, 1) hyperprior: shape 1 + nnz/2, rate 1 + weighted sse/2
                     alpha = float(rng.gamma(1.0 + 0.5 * nnz, 1.0 / (1.0 + 0.5 * weighted_sse)))
@@ -313,12 +330,10 @@ class BayesianMF(FactorModel):
                     # each scale ~ Gamma(nu/2, nu/2) a priori; conditionals given the errors
                     scale_u = rng.gamma(half_dof + 0.5 * count_u,
                                         1.0 / (half_dof + 0.5 * alpha * err_u)).astype(np.float32)
-                    err_i = _k.row_squared_errors(*i_arrays, V, U, scale_u, mu, fit_bias)
+                    err_i, _ = _k.row_squared_errors(*i_arrays, V, U, scale_u, mu, fit_bias,
+                                                     order_i, n_blocks)
                     scale_i = rng.gamma(half_dof + 0.5 * count_i,
                                         1.0 / (half_dof + 0.5 * alpha * err_i)).astype(np.float32)
-                    sse = float(_k.row_squared_errors(*u_arrays, U, V, ones_i, mu, fit_bias).sum())
-                else:
-                    sse = weighted_sse
                 self.loss_history_.append(float(np.sqrt(sse / nnz)))
                 self.noise_precision_history_.append(alpha)
                 if sweep >= int(self.burn_in):
@@ -336,11 +351,14 @@ class BayesianMF(FactorModel):
                 if bar is not None:
                     bar.set_postfix(rmse=f"{self.loss_history_[-1]:.4f}", alpha=f"{alpha:.2f}")
                     bar.update()
+            for job in pending:  # the last weights are not used, but their pass must end
+                if job is not None:
+                    job.result()
         if bar is not None:
             bar.close()
         # the last sample is in the sums: free it before the final copies
-        imp_W = imp_off = imp_flat = W = off = lin = None
-        del U, V, X, Y, noise, noise_u, noise_i, spare
+        imp_W = imp_off = W = off = prior_off = None
+        del U, V, X, Y
         if cols > max_rank:
             cols = _compress(sum_A, sum_B, cols, max_rank)
         scale = np.float32(1.0 / np.sqrt(n_kept))
@@ -358,8 +376,7 @@ class BayesianMF(FactorModel):
         return self
 
 
-def _sample_normal_wishart(X, beta0, rng, offset=None, extra_scatter=None, extra_n=0,
-                           full=False):
+def _sample_normal_wishart(X, beta0, rng, offset=None, extra_scatter=None, extra_n=0):
     """Draw the Gaussian prior of the rows of ``X`` from its Normal-Wishart conditional.
 
     Hyperprior as in BPMF: mean 0, ``beta0``, ``nu0 = d`` degrees of freedom, scale ``W0 = I``.
@@ -368,11 +385,10 @@ def _sample_normal_wishart(X, beta0, rng, offset=None, extra_scatter=None, extra
 
     Returns
     -------
-    prior_lin : float32 array of shape (d,)
-        ``Lambda @ m``.
-    prior_prec : float32 array of shape (d, d)
-        ``Lambda``.
-    m, Lambda : float64 (only with ``full``)
+    m : float64 array of shape (d,)
+        The prior mean.
+    Lambda : float64 array of shape (d, d)
+        The prior precision.
     """
     n, d = X.shape
     total = np.zeros(d)
@@ -397,9 +413,38 @@ def _sample_normal_wishart(X, beta0, rng, offset=None, extra_scatter=None, extra
     # m ~ N(mean, (beta Lam)^-1): with beta Lam = C C', m = mean + C^-T z
     C = np.linalg.cholesky(beta * Lam)
     m = mean + np.linalg.solve(C.T, rng.standard_normal(d))
-    if full:
-        return (Lam @ m).astype(np.float32), Lam.astype(np.float32), m, Lam
-    return (Lam @ m).astype(np.float32), Lam.astype(np.float32)
+    return m, Lam
+
+
+def _stream_key(rng):
+    """A fresh key for the kernels' counter-based normal draws, from NumPy's generator."""
+    return np.uint64(rng.integers(0, np.iinfo(np.int64).max, dtype=np.int64))
+
+
+class _Runner:
+    """Runs a function on one worker thread (``threaded``) or at once, behind one interface:
+    :meth:`submit` returns a future whose ``result()`` waits for it and re-raises its error.
+    Leaving the ``with`` block waits for work still running."""
+
+    def __init__(self, threaded):
+        self._pool = ThreadPoolExecutor(max_workers=1) if threaded else None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def submit(self, fn, *args):
+        if self._pool is not None:
+            return self._pool.submit(fn, *args)
+        future = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as error:  # re-raised by result(), as the worker's would be
+            future.set_exception(error)
+        return future
 
 
 def _inv_sqrt(counts):
@@ -407,13 +452,6 @@ def _inv_sqrt(counts):
     out = np.zeros(counts.shape)
     np.divide(1.0, np.sqrt(counts), out=out, where=counts > 0)
     return out.astype(np.float32)
-
-
-def _rows_times(X, m, Lam):
-    """``X[u] = Lam @ (X[u] + m)`` for every row, in place (``Lam`` symmetric), chunk by chunk."""
-    for start in range(0, X.shape[0], CHUNK_ROWS):
-        block = X[start:start + CHUNK_ROWS] + m.astype(np.float32)
-        X[start:start + CHUNK_ROWS] = block @ Lam
 
 
 def _gram(W):
