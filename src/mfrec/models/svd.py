@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 
 from .._validation import check_choice, check_float, check_int, rng_from
 from .base import FactorModel, MissingMixin
@@ -147,6 +145,7 @@ class SVD(MissingMixin, FactorModel):
 
 def _sparse_plus_lowrank(S, A, B):
     """Linear operator for ``S + A @ B.T`` that never forms the dense matrix."""
+    import scipy.sparse.linalg as spla  # here: ~10 MB that fits of other models never need
     shape = S.shape
     St = S.T.tocsr()
     return spla.LinearOperator(
@@ -159,6 +158,8 @@ def _sparse_plus_lowrank(S, A, B):
 
 def _truncated_svd(X, k, random_state):
     """Top-k singular triplets in decreasing order; dense LAPACK when small, ARPACK otherwise."""
+    import scipy.linalg
+    import scipy.sparse.linalg as spla
     n, m = X.shape
     full = min(n, m)
     if n * m <= DENSE_CELLS or k >= full - 1:
