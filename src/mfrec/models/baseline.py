@@ -39,8 +39,8 @@ class Baseline(FactorModel):
         SGD step size (``"sgd"`` only).
     random_state : int, numpy Generator or None, default=None
         Seeds the SGD visiting order (``"sgd"`` only; ALS is deterministic).
-    num_threads : int or None, default=None
-        Threads; ``None`` or 0 uses every core.
+    num_threads : int or None, default=0
+        Threads; 0 (or ``None``) uses every core.
     verbose : bool, default=False
         Progress bar with the loss per epoch.
 
@@ -64,7 +64,7 @@ class Baseline(FactorModel):
     """
 
     def __init__(self, *, method="als", n_epochs=None, regularization=None, learning_rate=0.005,
-                 random_state=None, num_threads=None, verbose=False):
+                 random_state=None, num_threads=0, verbose=False):
         self.method = method
         self.n_epochs = n_epochs
         self.regularization = regularization

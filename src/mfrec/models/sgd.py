@@ -157,8 +157,8 @@ class BiasedMF(FactorModel):
         keep the best epoch's model. ``None`` trains all epochs (and keeps the last).
     random_state : int, numpy Generator or None, default=None
         Seeds the initial factors and the block permutation.
-    num_threads : int or None, default=None
-        Threads for training; ``None`` or 0 uses every core. Data sets under 200K ratings train
+    num_threads : int or None, default=0
+        Threads for training; 0 (or ``None``) uses every core. Data sets under 200K ratings train
         on one thread (and under ``100K * n`` ratings on at most ``n``), where more threads would
         cost more than they save.
     verbose : bool, default=False
@@ -208,7 +208,7 @@ class BiasedMF(FactorModel):
     def __init__(self, *, n_factors=100, n_epochs=50, learning_rate=0.015,
                  learning_rate_decay=0.96, regularization=0.05, bias_regularization=0.02,
                  bias_learning_rate=None, init_std=0.02, early_stopping=5, random_state=None,
-                 num_threads=None, verbose=False):
+                 num_threads=0, verbose=False):
         self.n_factors = n_factors
         self.n_epochs = n_epochs
         self.learning_rate = learning_rate

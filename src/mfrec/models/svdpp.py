@@ -48,8 +48,8 @@ class SVDpp(FactorModel):
         With a ``validation`` set, stop when its RMSE has not improved for this many epochs and
         keep the best epoch's model.
     random_state : int, numpy Generator or None, default=None
-    num_threads : int or None, default=None
-        ``None`` or 0 uses every core; data sets under 200K ratings train on one thread (and
+    num_threads : int or None, default=0
+        0 (or ``None``) uses every core; data sets under 200K ratings train on one thread (and
         under ``100K * n`` ratings on at most ``n``), where more would cost more than it saves.
     verbose : bool, default=False
 
@@ -73,7 +73,7 @@ class SVDpp(FactorModel):
     def __init__(self, *, n_factors=100, n_epochs=40, learning_rate=0.015,
                  learning_rate_decay=0.95, regularization=0.05, implicit_regularization=0.01,
                  bias_regularization=0.02, init_std=0.02, early_stopping=5, random_state=None,
-                 num_threads=None, verbose=False):
+                 num_threads=0, verbose=False):
         self.n_factors = n_factors
         self.n_epochs = n_epochs
         self.learning_rate = learning_rate
