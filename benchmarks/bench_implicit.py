@@ -391,7 +391,8 @@ def main():
         "data, building the matrices, fitting), read as VmHWM inside each process. The fixed "
         "memory is that of a process that only imports the library and fits a 3-interaction "
         "matrix (for mfrec: numba's LLVM runtime and the loaded kernels); working memory is the "
-        "peak minus it.")
+        "peak minus it. No pandas in the measured processes. On a larger set, where the fixed "
+        "cost weighs less, see implicit_memory_25m.md (`--memory-at 25000000 1000000 200000`).")
     if s_rows:
         path = common.write_table(f"{a.out}_speed.md", "Implicit feedback speed and memory: mfrec "
                                   "vs implicit 0.7.3 (synth 5M)", s_rows, cmd, notes + [speed_note])
