@@ -351,7 +351,7 @@ class BayesianMF(FactorModel):
                 if bar is not None:
                     bar.set_postfix(rmse=f"{self.loss_history_[-1]:.4f}", alpha=f"{alpha:.2f}")
                     bar.update()
-            for job in pending:  # the last weights are not used, but their pass must end
+            for job in pending:  # the last weights are not used: this only re-raises errors
                 if job is not None:
                     job.result()
         if bar is not None:
