@@ -1,6 +1,7 @@
-"""Shared fixtures. MovieLens 100K is read from ../shared (or $MFREC_DATA_DIR); it is never copied
+"""Shared fixtures. Data sets are read from ``$MFREC_DATA_DIR/<name>`` or ../shared/data/<name>
+(the one variable for data, as the library's ``mfrec.datasets`` uses it); they are never copied
 into the project. With MFREC_REQUIRE_DATA=1 (as CI sets) a missing data set fails instead of
-skipping."""
+skipping; either way the message names the paths tried and the variable to set."""
 import os
 from pathlib import Path
 
@@ -14,23 +15,54 @@ SEED_MATRIX = np.array([[5, 3, 0, 2, 1], [4, 0, 0, 2, 1], [1, 3, 1, 0, 5], [1, 0
                        dtype=float)
 
 
-def find_ml100k():
+def data_candidates(name):
+    """Folders tried for data set ``name``, in order."""
     env = os.environ.get("MFREC_DATA_DIR")
-    candidates = [Path(env) / "ml-100k", Path(env)] if env else []
-    candidates.append(ROOT.parent / "shared" / "data" / "ml-100k")
-    for c in candidates:
-        if (c / "u.data").exists():
-            return c
-    return None
+    candidates = [Path(env) / name] if env else []
+    candidates.append(ROOT.parent / "shared" / "data" / name)
+    return candidates
+
+
+def find_data(name, marker):
+    """Folder ``name`` of the shared data (``$MFREC_DATA_DIR/name`` or ../shared/data/name)
+    holding file ``marker``, or None."""
+    return next((c for c in data_candidates(name) if (c / marker).exists()), None)
+
+
+def find_ml100k():
+    # $MFREC_DATA_DIR may also name the ml-100k folder itself (as older instructions said)
+    env = os.environ.get("MFREC_DATA_DIR")
+    if env and (Path(env) / "u.data").exists():
+        return Path(env)
+    return find_data("ml-100k", "u.data")
+
+
+def data_missing(what, name):
+    """Skip (or, under MFREC_REQUIRE_DATA=1, fail) saying where ``name`` was looked for."""
+    tried = ", ".join(str(c) for c in data_candidates(name))
+    env = "" if os.environ.get("MFREC_DATA_DIR") else " ($MFREC_DATA_DIR is not set)"
+    msg = (f"{what} not found: tried {tried}{env}; set MFREC_DATA_DIR to the folder that holds "
+           f"{name}/")
+    if os.environ.get("MFREC_REQUIRE_DATA") == "1":
+        pytest.fail(msg)
+    pytest.skip(msg)
 
 
 @pytest.fixture(scope="session")
 def ml100k_dir():
     path = find_ml100k()
     if path is None:
-        if os.environ.get("MFREC_REQUIRE_DATA") == "1":
-            pytest.fail("MovieLens 100K not found (set MFREC_DATA_DIR or place ../shared/data/ml-100k)")
-        pytest.skip("MovieLens 100K not available")
+        data_missing("MovieLens 100K", "ml-100k")
+    return path
+
+
+@pytest.fixture(scope="session")
+def gowalla_dir():
+    """LightGCN's Gowalla split (train.txt, test.txt); skipped, or failed under
+    MFREC_REQUIRE_DATA=1, when absent."""
+    path = find_data("gowalla", "train.txt")
+    if path is None:
+        data_missing("Gowalla", "gowalla")
     return path
 
 

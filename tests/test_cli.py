@@ -266,3 +266,98 @@ def test_subprocess_exit_code(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "no such model file" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_model_help_lists_hyperparameters(capsys):
+    # `fit -m NAME --help` documents each hyperparameter: option, default and a description
+    code, out, err = run(capsys, "fit", "-m", "biased-mf", "--help")
+    assert code == 0, err
+    assert "hyperparameters of BiasedMF" in out
+    flat = " ".join(out.split())  # argparse wraps the help text
+    assert "--n-factors N Length of the user and item factor vectors. (int, default: 100)" in flat
+    assert "--learning-rate X SGD step size of the first epoch. (float, default: 0.015)" in flat
+    from mfrec.models import MODELS, get_model_class
+    for name in MODELS:  # every model, every parameter, with some description
+        cls = get_model_class(name)
+        code, out, err = run(capsys, "cv", "--model", name, "-h")
+        assert code == 0, err
+        flat = " ".join(out.split())
+        for param in cls._param_names():
+            opt = "--" + param.replace("_", "-")
+            assert opt in flat, (name, opt)
+            after = flat.split(opt, 1)[1].split("default:", 1)[0]
+            assert len(after.strip()) > 10, (name, param, after)  # a description, not blank
+    # without -m the help says how to get the list; an unknown model is a usage error
+    code, out, _ = run(capsys, "tune", "--help")
+    assert code == 0 and "-m NAME with --help" in " ".join(out.split())
+    code, _, err = run(capsys, "fit", "-m", "nope", "--help")
+    assert code == 2 and "unknown model 'nope'" in err
+
+
+def test_tune_grid_does_not_swallow_data(capsys, folder):
+    # DATA after the --grid values is the data file, not one more grid entry
+    code, out, err = run(capsys, "tune", *MODEL, "--grid", "regularization=0.02,0.2",
+                         "n_factors=2,4", folder / "train.data", "--folds", "2", "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert len(res["results"]) == 4
+    assert set(res["best_params"]) == {"regularization", "n_factors"}
+    code, out, err = run(capsys, "tune", "--grid=n_factors=2,4", *MODEL, folder / "train.data",
+                         "--folds", "2", "--json")
+    assert code == 0, err
+    assert len(json.loads(out)["results"]) == 2
+    # a grid without values is still a usage error
+    code, _, err = run(capsys, "tune", *MODEL, "--grid", folder / "train.data")
+    assert code == 2 and "NAME=VALUES" in err
+
+
+@pytest.mark.parametrize("command", ["fit", "cv", "tune"])
+def test_plot_without_matplotlib_fails_before_training(capsys, folder, monkeypatch, command):
+    # None in sys.modules makes `import matplotlib` fail, as when the extra is not installed
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    out_model = folder / f"plotless-{command}.mfrec"
+    extra = {"fit": ["-o", out_model], "cv": ["--folds", "2"],
+             "tune": ["--grid", "n_factors=2,4", "-o", out_model]}[command]
+    fitted = []
+    monkeypatch.setattr(mfrec.BiasedMF, "fit", lambda self, *a, **k: fitted.append(1))
+    code, out, err = run(capsys, command, folder / "train.data", *MODEL, *extra, "--plot",
+                         folder / "p.png")
+    assert code == 1 and "pip install 'mfrec[plot]'" in err and "--plot" in err
+    assert not fitted and not out_model.exists() and out == ""
+
+
+def test_help_and_recommend_import_little(tmp_path, model_path):
+    # `mfrec --help` imports no NumPy; recommending for a user of a saved model needs neither
+    # Numba nor pandas (the NumPy top-N path), so a warm call stays fast
+    code = ("import sys; from mfrec.cli import main; main(['--help']); "
+            "print(sorted(m for m in ('numpy', 'pandas', 'numba', 'scipy') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "[]"
+    code = ("import sys; from mfrec.cli import main; "
+            f"assert main(['recommend', {str(model_path)!r}, '--user', '7', '-n', '3']) == 0; "
+            "print(sorted(m for m in ('pandas', 'numba', 'tqdm') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "Top 3 for user 7:" in res.stdout and res.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_labels_from_movielens_and_csv(capsys, folder, model_path, tmp_path):
+    # --labels reads u.item ('|', latin-1) and a CSV with a header alike
+    (tmp_path / "u.item").write_bytes("".join(
+        f"{k}|Caf\xe9 {k} (1995)|01-Jan-1995||http://x|0|1\n" for k in range(1, 81)
+    ).encode("latin-1"))
+    (tmp_path / "names.csv").write_text("movieId,title,genres\n" + "".join(
+        f'{k},"Film, number {k}",Drama\n' for k in range(1, 81)))
+    model = mfrec.load(model_path)
+    first = model.recommend([7], n=1)[0][0, 0]
+    code, out, err = run(capsys, "recommend", model_path, "-u", "7", "-n", "1", "--labels",
+                         tmp_path / "u.item", "--json")
+    assert code == 0, err
+    assert json.loads(out)[0]["name"] == f"Caf\xe9 {first} (1995)"
+    code, out, err = run(capsys, "recommend", model_path, "-u", "7", "-n", "1", "--labels",
+                         tmp_path / "names.csv", "--json")
+    assert code == 0, err
+    assert json.loads(out)[0]["name"] == f"Film, number {first}"

@@ -117,9 +117,139 @@ def test_shape_mismatch():
 
 def test_bad_frame_columns():
     df = pd.DataFrame({"u": [1], "i": [2], "r": [3.0]})
-    with pytest.raises(ValueError, match="user_col='user' is not a column"):
+    with pytest.raises(ValueError, match=r"cannot tell which columns of the frame hold the users "
+                                         r"and items: columns \['u', 'i', 'r'\].*user_col="):
         as_ratings(df)
-    assert as_ratings(df, user_col="u", item_col="i", rating_col="r").nnz == 1
+    with pytest.raises(ValueError, match="user_col='user' is not a column"):
+        as_ratings(df, user_col="user")
+    r = as_ratings(df, user_col="u", item_col="i", rating_col="r")
+    assert r.nnz == 1 and r.source_columns == {"user": "u", "item": "i", "rating": "r",
+                                               "timestamp": None}
+
+
+def test_frame_columns_are_recognised():
+    df = pd.DataFrame({"movieId": [5, 6], "title": ["a", "b"], "userId": [1, 1],
+                       "rating": [4.0, 2.0], "timestamp": [10, 20]})
+    r = as_ratings(df)
+    assert r.source_columns == {"user": "userId", "item": "movieId", "rating": "rating",
+                                "timestamp": "timestamp"}
+    assert r.to_dense().tolist() == [[4.0, 2.0]] and r.timestamps.tolist() == [10, 20]
+    # exactly "rating" wins over another rating-like name; no rating at all: strength 1
+    both = pd.DataFrame({"user": [1], "item": [2], "count": [7], "rating": [3.0]})
+    assert as_ratings(both).values.tolist() == [3.0]
+    assert as_ratings(pd.DataFrame({"user_id": [1], "item_id": [2]})).values.tolist() == [1.0]
+    with pytest.raises(ValueError, match=r"no rating column recognised .* \['title'\]"):
+        as_ratings(df.drop(columns="rating"))
+
+
+def test_mixed_id_types_are_refused():
+    # [1, "a"] would become ["1", "a"] in NumPy: user 1 would silently stop matching
+    with pytest.raises(TypeError, match=r"user ids mix types \(int 1, str 'a'\)"):
+        Ratings.from_ids([1, "a"], [1, 2], [1.0, 2.0])
+    with pytest.raises(TypeError, match="item ids mix types"):
+        Ratings.from_ids([1, 2], np.array([1, "x"], dtype=object), [1.0, 2.0])
+    with pytest.raises(TypeError, match="user ids mix types"):
+        as_ratings(pd.DataFrame({"user": [1, "b"], "item": [1, 2], "rating": [1.0, 2.0]}))
+    # ints and floats are numbers alike
+    assert Ratings.from_ids([1, 2.0], [1, 2], [1.0, 2.0]).n_users == 2
+
+
+def test_lookup_refuses_ids_of_the_wrong_type():
+    ints = Ratings.from_ids([1, 2], [10, 20], [1.0, 2.0]).user_vocab
+    for q in ([1], np.array([1], np.int32), np.array([1], np.int64), np.uint8(1), 1.0):
+        assert ints.lookup(q).tolist() == [0]
+    with pytest.raises(TypeError, match=r"user ids given are str .*\['1'\].* holds int ids"):
+        ints.lookup(["1"], unknown="mask")
+    strs = Ratings.from_ids(["a", "b"], ["x", "y"], [1.0, 2.0]).user_vocab
+    with pytest.raises(TypeError, match=r"holds str ids .* convert them \(str\(x\)\)"):
+        strs.lookup([1])
+    with pytest.raises(TypeError, match="mix types"):
+        strs.lookup(["a", 1])
+
+
+def test_model_predict_with_ids_of_the_wrong_type():
+    # unknown ids fall back to the mean; ids of the wrong type are an error, not unknown
+    model = mfrec.Baseline().fit(([1, 1, 2], [1, 2, 1], [5.0, 3.0, 4.0]))
+    assert model.predict([1], [1])[0] != model.global_mean_
+    np.testing.assert_allclose(model.predict(np.array([1], np.int32), [np.int64(1)]),
+                               model.predict([1], [1]))
+    with pytest.raises(TypeError, match="user ids given are str"):
+        model.predict(["1"], [1])
+    with pytest.raises(TypeError, match="item ids given are str"):
+        model.recommend([1], items=["1", "2"])
+    with pytest.raises(TypeError, match="user ids given are str"):
+        model.recommend(["2"])
+
+
+@pytest.mark.parametrize("value", [1e39, -1e39, 2e6, np.float64(np.inf)])
+def test_ratings_checked_after_the_float32_cast(value):
+    with pytest.raises(ValueError,
+                       match=r"must be finite and at most 1e\+06 .* position\(s\) \[1\]"):
+        Ratings.from_ids([1, 2], [1, 2], [3.0, value])
+    with pytest.raises(ValueError, match="must be finite"):
+        as_ratings(np.array([[1.0, value]]))
+    assert Ratings.from_ids([1], [1], [mfrec.data.MAX_ABS_RATING]).values.tolist() == [1e6]
+
+
+def test_merged_duplicates_are_checked_too():
+    with pytest.raises(ValueError, match=r"ratings merged by duplicates='sum' must be finite"):
+        Ratings.from_ids([1, 1], [1, 1], [6e5, 6e5], duplicates="sum")
+
+
+@pytest.mark.parametrize("policy", ["error", "mean", "last", "sum"])
+@pytest.mark.parametrize("with_ts", [False, True])
+@pytest.mark.parametrize("bucketed", [True, False])
+def test_kernel_layout_matches_reference(monkeypatch, policy, with_ts, bucketed):
+    # the in-place Numba layouts (buckets of rows sorted in cache, or the per-row scatter and a
+    # stable row sort) against the NumPy argsort path
+    import mfrec.kernels.ratings as kr
+    if not bucketed:
+        monkeypatch.setattr(kr, "bucket_layout", lambda n_rows, n_cols, nnz: None)
+    else:  # tiny buckets of 16 rows: many buckets, rows split across them
+        monkeypatch.setattr(kr, "bucket_layout", lambda n_rows, n_cols, nnz: (4, 27))
+    rng = np.random.default_rng(3)
+    n = 4000
+    u, i = rng.integers(0, 50, n), rng.integers(0, 400, n)
+    if policy == "error":  # distinct pairs
+        key = rng.permutation(50 * 400)[:n]
+        u, i = key // 400, key % 400
+    v = rng.integers(1, 6, n).astype(np.float32)
+    ts = rng.permutation(n) if with_ts else None
+    monkeypatch.setattr(mfrec.data, "_KERNEL_MIN_NNZ", 0)
+    fast = Ratings.from_ids(u, i, v, timestamps=ts, duplicates=policy)
+    monkeypatch.setattr(mfrec.data, "_KERNEL_MIN_NNZ", 1 << 60)
+    ref = Ratings.from_ids(u, i, v, timestamps=ts, duplicates=policy)
+    assert fast == ref
+    if with_ts:
+        np.testing.assert_array_equal(fast.timestamps, ref.timestamps)
+
+
+def test_kernel_duplicates_error_lists_pairs(monkeypatch):
+    monkeypatch.setattr(mfrec.data, "_KERNEL_MIN_NNZ", 0)
+    with pytest.raises(ValueError, match=r"1 repeated, first \[\('a', 'x'\)\]"):
+        Ratings.from_ids(["a", "b", "a"], ["x", "x", "x"], [4.0, 2.0, 1.0])
+
+
+def test_kernels_against_numpy_reference():
+    from mfrec.kernels.ratings import build_csr_ref, scatter, sort_rows
+    rng = np.random.default_rng(4)
+    rows = rng.integers(0, 30, 2000)
+    cols = rng.integers(0, 100, 2000).astype(np.int32)
+    vals = rng.random(2000).astype(np.float32)
+    indptr, c_ref, v_ref, _, dup_ref = build_csr_ref(rows, cols, vals, None, 30)
+    out_c, out_v = np.empty_like(cols), np.empty_like(vals)
+    cursor = indptr[:-1].copy()
+    for s in range(0, 2000, 300):  # in chunks, as the file reader gives them
+        assert scatter(cursor, indptr, rows[s:s + 300], cols[s:s + 300], vals[s:s + 300], None,
+                       out_c, out_v, None) == -1
+    dup = sort_rows(indptr, out_c, out_v, None)
+    np.testing.assert_array_equal(out_c, c_ref)
+    np.testing.assert_array_equal(out_v, v_ref)
+    np.testing.assert_array_equal(dup, dup_ref)
+    full = indptr[:-1].copy()
+    full[0] = indptr[1]  # row 0 already full: the next entry of row 0 is refused
+    assert scatter(full, indptr, np.array([1, 0]), cols[:2], vals[:2], None, out_c, out_v,
+                   None) == (1 if indptr[1] > indptr[0] else 0)
 
 
 def test_bad_types():

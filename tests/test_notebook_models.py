@@ -192,12 +192,15 @@ def test_gd_bad_params(seed_matrix):
 
 
 # ---------------------------------------------------------------- kernel vs reference
-def test_observed_dots_matches_reference():
+@pytest.mark.parametrize("shape", [(50, 40), (300, 100)])  # NumPy path, then the kernel
+def test_observed_dots_matches_reference(shape):
+    from mfrec.kernels import sparse
     rng = np.random.default_rng(0)
-    X = sp.random(50, 40, density=0.2, random_state=0, format="csr")
+    X = sp.random(*shape, density=0.2, random_state=0, format="csr")
+    assert (X.nnz > sparse._NUMPY_MAX_NNZ) == (shape[0] == 300)
     for dtype in (np.float32, np.float64):
-        P = rng.standard_normal((50, 7)).astype(dtype)
-        Q = rng.standard_normal((40, 7)).astype(dtype)
+        P = rng.standard_normal((shape[0], 7)).astype(dtype)
+        Q = rng.standard_normal((shape[1], 7)).astype(dtype)
         got = observed_dots(X.indptr, X.indices, P, Q)
         assert got.dtype == dtype
         np.testing.assert_allclose(got, observed_dots_ref(X.indptr, X.indices, P, Q),

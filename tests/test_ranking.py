@@ -148,3 +148,63 @@ def test_evaluate_ranking_batches_agree_and_match_functions():
     assert a["auc"] == pytest.approx(auc(full[users], rel))
     assert set(METRICS) == {"precision", "recall", "ndcg", "map", "hit_rate", "mrr", "auc",
                             "coverage"}
+
+
+# ---------------------------------------------------------------------- LightGCN / NGCF protocol
+def _lightgcn_reference(scores, train, test, k):
+    """LightGCN's test loop, written out on dense arrays: rank every item the user did not train
+    on, recall@k = hits / |test items|, ndcg@k = DCG@k / IDCG of min(|test items|, k) hits, both
+    averaged over the users with test items."""
+    recalls, ndcgs = [], []
+    for u in range(scores.shape[0]):
+        rel = set(np.flatnonzero(test[u]).tolist())
+        if not rel:
+            continue
+        s = scores[u].astype(np.float64).copy()
+        s[train[u] > 0] = -np.inf
+        top = np.argsort(-s, kind="stable")[:k]
+        hits = np.array([t in rel for t in top.tolist()], dtype=float)
+        recalls.append(hits.sum() / len(rel))
+        dcg = (hits / np.log2(np.arange(2, k + 2))).sum()
+        idcg = (1 / np.log2(np.arange(2, min(len(rel), k) + 2))).sum()
+        ndcgs.append(dcg / idcg)
+    return float(np.mean(recalls)), float(np.mean(ndcgs))
+
+
+def test_lightgcn_protocol_by_hand():
+    # 2 users x 6 items, scores 6 - j for everyone. User 0 trained on items 0 and 2, tests on
+    # 3, 5 -> candidates ranked 1, 3, 4, 5; top-3 = [1, 3, 4]: one hit of 2 test items.
+    # recall@3 = 1/2; DCG = 1/log2(3) (hit at rank 2); IDCG = 1 + 1/log2(3) (min(2, 3) hits).
+    # User 1 trained on item 5, tests on items 0, 1, 2, 3 (more than k): top-3 = [0, 1, 2] all
+    # hit; recall@3 = 3/4 (over 4 test items, not min(k, 4) = 3); ndcg@3 = 1.
+    P = np.ones((2, 1), np.float32)
+    Q = (6 - np.arange(6, dtype=np.float32))[:, None]
+    m = FactorModel()
+    m._set_factor_state(P, Q)
+    m._set_data_state(Ratings.from_indices([0, 0, 1], [0, 2, 5], [1, 1, 1], shape=(2, 6)))
+    test = Ratings.from_indices([0, 0, 1, 1, 1, 1], [3, 5, 0, 1, 2, 3], np.ones(6), shape=(2, 6))
+    res = evaluate_ranking(m, test, k=3, metrics=["recall", "ndcg", "precision"])
+    assert res["recall@3"] == pytest.approx((1 / 2 + 3 / 4) / 2)
+    ndcg0 = (1 / math.log2(3)) / (1 + 1 / math.log2(3))
+    assert res["ndcg@3"] == pytest.approx((ndcg0 + 1.0) / 2)
+    assert res["precision@3"] == pytest.approx((1 / 3 + 3 / 3) / 2)
+
+
+def test_evaluate_ranking_equals_lightgcn_reference_on_random_data():
+    # all-item ranking with training items masked, on a random model: evaluate_ranking agrees
+    # with the dense reference of LightGCN's evaluation to float precision
+    rng = np.random.default_rng(3)
+    n_u, n_i, k = 30, 50, 10
+    train = (rng.random((n_u, n_i)) < 0.15).astype(float)
+    test = ((rng.random((n_u, n_i)) < 0.1) & (train == 0)).astype(float)
+    test[4] = 0  # a user without test items is left out of the means
+    m = FactorModel()
+    m._set_data_state(Ratings.from_dense(train))
+    P = rng.standard_normal((n_u, 3)).astype(np.float32)
+    Q = rng.standard_normal((n_i, 3)).astype(np.float32)
+    m._set_factor_state(P, Q)
+    want_recall, want_ndcg = _lightgcn_reference(m.user_factors_ @ m.item_factors_.T, train,
+                                                 test, k)
+    got = evaluate_ranking(m, Ratings.from_dense(test), k=k, metrics=["recall", "ndcg"])
+    assert got["recall@10"] == pytest.approx(want_recall, rel=1e-9)
+    assert got["ndcg@10"] == pytest.approx(want_ndcg, rel=1e-9)

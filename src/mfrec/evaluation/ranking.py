@@ -22,6 +22,15 @@ auc             fraction of (relevant, non-relevant candidate) pairs ordered cor
 coverage@k      distinct items recommended to anyone / catalogue size (not per user)
 ==============  =============================================================================
 
+Published tables: with :func:`evaluate_ranking`'s defaults (``exclude_seen=True``) the protocol
+is the one of LightGCN (He et al., SIGIR 2020) and NGCF (Wang et al., SIGIR 2019): every item
+that is not among the user's training items is a candidate (all-item ranking, no sampled
+negatives); ``recall@k`` is the hits in the top ``k`` over the user's number of test items (not
+over ``min(k, |R|)``); ``ndcg@k`` divides the DCG of the top ``k`` by the ideal DCG of
+``min(|R|, k)`` hits; both are averaged over the users with test items. Figures computed here
+are therefore comparable with those tables (e.g. Gowalla recall@20 / ndcg@20, with the data
+read by :func:`mfrec.datasets.load_adjacency_split`).
+
 Leave-one-out and per-user holdout splits are :func:`mfrec.evaluation.splits.leave_one_out_split`
 and :func:`mfrec.evaluation.splits.user_split`.
 """
@@ -68,21 +77,26 @@ def _hit_matrix(recommended, relevant, k):
 
 
 def _per_user(hits, n_rel, k):
-    """Per-user metric values from the hit matrix; rows with no relevant item are dropped."""
+    """Per-user metric values from the hit matrix; rows with no relevant item are dropped.
+
+    ``hits`` may have fewer than ``k`` columns (a catalogue shorter than ``k``): the positions
+    past it are misses.
+    """
     keep = n_rel > 0
     if not keep.any():
         raise ValueError("no user has a relevant item: the metrics are undefined")
     hits, n_rel = hits[keep], n_rel[keep]
+    width = hits.shape[1]
     n_hits = hits.sum(axis=1)
-    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    discount = 1.0 / np.log2(np.arange(2, int(min(k, max(width, n_rel.max()))) + 2))
     ideal = np.cumsum(discount)[np.minimum(n_rel, k) - 1]
     cum_hits = np.cumsum(hits, axis=1)
-    prec_at_j = cum_hits / np.arange(1, k + 1)
+    prec_at_j = cum_hits / np.arange(1, width + 1)
     first = np.where(hits.any(axis=1), hits.argmax(axis=1) + 1, 0)
     return {
         "precision": n_hits / k,
         "recall": n_hits / n_rel,
-        "ndcg": (hits * discount).sum(axis=1) / ideal,
+        "ndcg": (hits * discount[:width]).sum(axis=1) / ideal,
         "map": (prec_at_j * hits).sum(axis=1) / np.minimum(n_rel, k),
         "hit_rate": (n_hits > 0).astype(np.float64),
         "mrr": _reciprocal_rank(first),
@@ -248,7 +262,8 @@ def evaluate_ranking(model, test, *, k=10, metrics=None, exclude_seen=True, batc
         Held-out (user, item[, rating]) interactions, raw ids. Every test pair is relevant (or
         those with rating >= ``relevance_threshold``).
     k : int, default=10
-        Cut-off of the ``@k`` metrics.
+        Cut-off of the ``@k`` metrics. Rankings are computed only as deep as the catalogue
+        (positions past it are misses), so a huge ``k`` allocates nothing more.
     metrics : sequence of str, optional
         Names from ``METRICS`` ("precision", "recall", "ndcg", "map", "hit_rate", "mrr", "auc",
         "coverage"; a trailing ``@k`` is accepted and ignored); default all.
@@ -269,6 +284,10 @@ def evaluate_ranking(model, test, *, k=10, metrics=None, exclude_seen=True, batc
 
     Notes
     -----
+    With ``exclude_seen=True`` this is the all-item protocol of LightGCN and NGCF (see the
+    module notes): every item outside the user's training items is ranked, and recall@k and
+    ndcg@k have those papers' definitions.
+
     Evaluated users are the test users known to the model with at least one relevant item;
     unknown test users are left out with a warning (the model cannot rank for them). Relevant
     items unknown to the model stay in the relevant sets — they count against recall, NDCG and
@@ -325,7 +344,8 @@ def evaluate_ranking(model, test, *, k=10, metrics=None, exclude_seen=True, batc
     need_topk = any(n in _AT_K for n in names)
     need_full = "mrr" in names or "auc" in names
     n_eval = users.size
-    hits = np.zeros((n_eval, k), dtype=bool)
+    depth = min(k, model.n_items_)  # no ranking is longer: hits are (users x depth)
+    hits = np.zeros((n_eval, depth), dtype=bool)
     first_rank = np.zeros(n_eval, dtype=np.int64)
     auc_u = np.full(n_eval, np.nan)
     recommended = np.zeros(model.n_items_, dtype=bool)
@@ -337,7 +357,7 @@ def evaluate_ranking(model, test, *, k=10, metrics=None, exclude_seen=True, batc
             rows = ub.astype(np.int64) if exclude_seen else np.full(ub.size, -1, np.int64)
             relb = rel[sl]
             if need_topk:
-                top, _ = topn(U, Q, bias, seen_indptr, seen_indices, rows, cand_pos, k)
+                top, _ = topn(U, Q, bias, seen_indptr, seen_indices, rows, cand_pos, depth)
                 recommended[top[top >= 0]] = True
                 hits[sl] = _rows_contain(relb.indptr, relb.indices, top, model.n_items_)
             if need_full:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from . import FASTMATH
+
 __all__ = ["solve_rows_cholesky", "solve_rows_cg", "row_squared_errors", "balanced_order",
            "solve_rows_reference", "solve_rows_cg_reference", "squared_error_reference"]
 
@@ -31,7 +33,7 @@ def balanced_order(counts):
     return np.argsort(-np.asarray(counts), kind="stable").astype(np.int64)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def cholesky_inplace(A, n):
     """Overwrite the lower half of symmetric positive definite ``A[:n, :n]`` by its factor L."""
     for j in range(n):
@@ -51,7 +53,7 @@ def cholesky_inplace(A, n):
             A[i, j] = s * inv
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def forward_inplace(L, b, n):
     """``b <- L^-1 b`` for the lower factor in ``L[:n, :n]``."""
     for i in range(n):
@@ -61,7 +63,7 @@ def forward_inplace(L, b, n):
         b[i] = s / L[i, i]
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def backward_inplace(L, b, n):
     """``b <- L^-T b`` for the lower factor in ``L[:n, :n]``."""
     for i in range(n - 1, -1, -1):
@@ -71,7 +73,7 @@ def backward_inplace(L, b, n):
         b[i] = s / L[i, i]
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _cholesky_solve(A, rhs, n):
     """Solve ``A x = rhs`` for symmetric positive definite ``A[:n, :n]`` (lower half read).
 
@@ -82,7 +84,7 @@ def _cholesky_solve(A, rhs, n):
     backward_inplace(A, rhs, n)
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
 def solve_rows_cholesky(indptr, indices, data, X, xb, Y, yb, mu, reg, fit_bias, order, n_blocks):
     """Exact ALS-WR update of every row of ``X`` (and ``xb``) by a Cholesky solve.
 
@@ -187,7 +189,7 @@ def solve_rows_cholesky(indptr, indices, data, X, xb, Y, yb, mu, reg, fit_bias, 
                 xb[u] = rhs[k]
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
 def solve_rows_cg(indptr, indices, data, X, xb, Y, yb, mu, reg, fit_bias, cg_steps, order,
                   n_blocks):
     """Approximate ALS-WR update by ``cg_steps`` conjugate-gradient steps from the current rows.
@@ -272,7 +274,7 @@ def solve_rows_cg(indptr, indices, data, X, xb, Y, yb, mu, reg, fit_bias, cg_ste
                 xb[u] = x[k]
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
 def row_squared_errors(indptr, indices, data, P, bu, Q, bi, mu):
     """Per row, the sum over its entries of ``(r - mu - bu[u] - bi[i] - P[u] . Q[i])^2``.
 

@@ -26,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from . import FASTMATH
+
 from .als import backward_inplace, cholesky_inplace, forward_inplace
 
 __all__ = ["sample_rows", "row_squared_errors", "implicit_offsets", "sample_implicit",
@@ -33,7 +35,7 @@ __all__ = ["sample_rows", "row_squared_errors", "implicit_offsets", "sample_impl
            "implicit_offsets_reference", "sample_implicit_reference", "normal_rows_reference"]
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
 def sample_rows(indptr, indices, data, X, Y, xw, yw, mu, alpha, prior_mean, prior_off, prior_prec,
                 fit_bias, key, order, n_blocks):
     """Draw every row of ``X`` from its conditional posterior, in place.
@@ -150,7 +152,7 @@ def sample_rows_reference(indptr, indices, data, X, Y, xw, yw, mu, alpha, prior_
         X[u] = mean + np.linalg.solve(L.T, noise[u].astype(np.float64))
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
 def row_squared_errors(indptr, indices, data, X, Y, yw, mu, fit_bias, order, n_blocks):
     """Per row, the sum of squared training errors of augmented factors (bias in the last
     column): weighted by each column's ``yw``, and plain.
@@ -200,7 +202,7 @@ def row_squared_errors_reference(indptr, indices, data, X, Y, yw, mu, fit_bias):
     return np.bincount(u, yw[indices] * e2, minlength=n), np.bincount(u, e2, minlength=n)
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
 def implicit_offsets(indptr, indices, xs, W, out, order, n_blocks):
     """``out[u] = xs[u] * sum_{j in N(u)} W[j]`` for every row ``u``, in place.
 
@@ -240,7 +242,7 @@ def implicit_offsets_reference(indptr, indices, xs, W, out):
     out[:] = xs[:, None] * acc
 
 
-@njit(cache=True, fastmath=True, nogil=True)
+@njit(cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
 def sample_implicit(indptr, indices, xs, W, R, lam, chol_inv_t, key):
     """One Gibbs pass over the rows of ``W`` (the implicit-feedback weights), in place.
 
@@ -324,7 +326,7 @@ _MIX2 = np.uint64(0x94D049BB133111EB)
 _INV_2_52 = 2.0 ** -52  # a 53-bit integer times this, minus 1, is uniform on [-1, 1)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _splitmix(key, n):
     """Output ``n`` (uint64, from 0) of the SplitMix64 stream that starts at ``key``."""
     x = key + (n + np.uint64(1)) * _GAMMA
@@ -333,7 +335,7 @@ def _splitmix(key, n):
     return x ^ (x >> np.uint64(31))
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def normal_row(key, row, z):
     """Fill ``z`` (length ``d``) with the standard normal draws of row ``row`` of stream ``key``.
 

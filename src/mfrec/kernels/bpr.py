@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from . import FASTMATH
+
 __all__ = ["epoch", "epoch_reference", "fold_in", "split_seed"]
 
 _MAX_REDRAWS = 32
@@ -27,7 +29,7 @@ def split_seed(seed, n):
     return ss
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _next(state):
     # xorshift64*: tiny, fast, good enough for sampling indices
     x = state[0]
@@ -38,7 +40,7 @@ def _next(state):
     return (x * np.uint64(2685821657736338717)) >> np.uint64(11)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _contains(indices, lo, hi, j):
     while lo < hi:
         mid = (lo + hi) >> 1
@@ -52,7 +54,7 @@ def _contains(indices, lo, hi, j):
     return False
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _sgd_step(p, qi, qj, bias, i, j, lr, reg, reg_bias, update_items):
     """One BPR update of (p, q_i, q_j, b_i, b_j); returns -ln sigmoid(x_uij)."""
     k = p.shape[0]
@@ -82,7 +84,7 @@ def _sgd_step(p, qi, qj, bias, i, j, lr, reg, reg_bias, update_items):
     return nll
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
 def epoch(entry_users, indptr, indices, P, Q, bias, learning_rate, regularization,
           bias_regularization, n_samples, popularity, verify, states):
     """One epoch of ``n_samples`` SGD steps, split over ``states.size`` lock-free streams.
@@ -173,7 +175,7 @@ def epoch(entry_users, indptr, indices, P, Q, bias, learning_rate, regularizatio
     return losses.sum() / max(done, 1), skips.sum()
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
 def fold_in(indptr, indices, Q, bias, pop_items, learning_rate, regularization, n_epochs,
             min_steps, popularity, verify, states):
     """Vectors of new users by BPR SGD on ``p_u`` alone (items and biases fixed).

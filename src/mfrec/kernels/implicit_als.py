@@ -23,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from . import FASTMATH
+
 __all__ = ["cg_solve", "cholesky_solve", "loss", "balanced_blocks", "transpose",
            "solve_reference", "loss_reference"]
 
@@ -49,7 +51,7 @@ def balanced_blocks(indptr, n_blocks, k):
     return bounds
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def transpose(indptr, indices, data, n_cols):
     """The CSR arrays of the transposed matrix (a counting sort; rows come out sorted).
 
@@ -76,7 +78,7 @@ def transpose(indptr, indices, data, n_cols):
     return t_ptr, t_idx, t_val
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _cg_row(x, G, gidx, vals, alpha, YtY, reg, cg_steps, r, p, Ap):
     k = x.shape[0]
     one = np.float32(1.0)
@@ -136,7 +138,7 @@ def _cg_row(x, G, gidx, vals, alpha, YtY, reg, cg_steps, r, p, Ap):
         rs_old = rs_new
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
 def cg_solve(indptr, indices, values, X, Y, YtY, alpha, reg_rows, cg_steps, bounds, gather_cap):
     """Update every row of ``X`` in place by ``cg_steps`` CG steps (warm start).
 
@@ -189,7 +191,7 @@ def cg_solve(indptr, indices, values, X, Y, YtY, alpha, reg_rows, cg_steps, boun
                         r, p, Ap)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _cholesky_solve_inplace(A, b):
     """Solve A x = b for symmetric positive definite A (float64); A and b are overwritten."""
     k = A.shape[0]
@@ -218,7 +220,7 @@ def _cholesky_solve_inplace(A, b):
         b[i] = s / A[i, i]
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
 def cholesky_solve(indptr, indices, values, X, Y, YtY, alpha, reg_rows, bounds):
     """Set every row of ``X`` to the exact solution of its weighted least-squares system.
 
@@ -248,7 +250,7 @@ def cholesky_solve(indptr, indices, values, X, Y, YtY, alpha, reg_rows, bounds):
                 X[u, a] = b[a]
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
 def loss(indptr, indices, values, X, Y, YtY, alpha, reg_rows):
     """Weighted squared error over *all* (row, column) pairs plus the rows' L2 term.
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from . import FASTMATH
+
 __all__ = ["make_blocks", "make_blocks_reference", "sgd_epoch", "sgd_epoch_reference",
            "bias_als_sweep", "bias_als_sweep_reference", "squared_errors",
            "squared_errors_reference"]
@@ -48,7 +50,7 @@ def make_blocks(indptr, indices, values, n_items, n_blocks, rng):
     return _scatter_blocks(indptr, indices, values, perm_u, perm_i, n_blocks)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _scatter_blocks(indptr, indices, values, perm_u, perm_i, n_blocks):
     # a counting sort: two passes and no temporaries of the ratings' size beyond the output
     n_users = indptr.size - 1
@@ -98,7 +100,9 @@ def make_blocks_reference(indptr, indices, values, n_items, n_blocks, rng):
 
 
 # ---------------------------------------------------------------------- SGD epoch
-@njit(cache=True, fastmath=True, inline="always")
+# not inline="always": a kernel that inlines it at Numba's level computed differently when
+# freshly compiled than when loaded from the cache (a fixed seed did not reproduce a fit)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _sgd_block(lo, hi, users, items, ratings, P, Q, bu, bi, mu, lr_b, lr_f, reg_bu, reg_bi,
                reg_p, reg_q):
     k = P.shape[1]
@@ -121,7 +125,7 @@ def _sgd_block(lo, hi, users, items, ratings, P, Q, bu, bi, mu, lr_b, lr_f, reg_
     return err
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
 def sgd_epoch(users, items, ratings, block_ptr, n_blocks, n_chunks, P, Q, bu, bi, mu, lr_b, lr_f,
               reg_bu, reg_bi, reg_p, reg_q, block_err):
     """One SGD epoch over blocked ratings, in place, by ``n_chunks`` parallel workers.
@@ -182,7 +186,7 @@ def sgd_epoch_reference(users, items, ratings, block_ptr, n_blocks, n_chunks, P,
 
 
 # ---------------------------------------------------------------------- scoring
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
 def squared_errors(users, items, ratings, P, Q, bu, bi, mu, lo, hi):
     """Sum of squared errors of clipped predictions; ``users``/``items`` of -1 are unknown.
 
@@ -237,7 +241,7 @@ def squared_errors_reference(users, items, ratings, P, Q, bu, bi, mu, lo, hi):
 
 
 # ---------------------------------------------------------------------- ALS baseline
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _item_bias_step(indptr, indices, values, bu, mu, reg, item_counts, bi):
     # a sequential scatter over the CSR rows: no CSC copy of the ratings needed
     bi[:] = 0.0
@@ -249,7 +253,7 @@ def _item_bias_step(indptr, indices, values, bu, mu, reg, item_counts, bi):
         bi[i] = bi[i] / denom if denom > 0 else 0.0
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _user_bias_step(indptr, indices, values, bi, mu, reg, bu):
     sse = 0.0
     for u in prange(indptr.size - 1):

@@ -8,10 +8,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from . import FASTMATH
+
 __all__ = ["observed_dots", "observed_dots_ref"]
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
 def _observed_dots(indptr, indices, P, Q, out):
     n_rows, k = P.shape
     for u in prange(n_rows):
@@ -21,6 +23,10 @@ def _observed_dots(indptr, indices, P, Q, out):
             for f in range(k):
                 acc += P[u, f] * Q[i, f]
             out[j] = acc
+
+
+#: at most this many entries are computed by the NumPy reference instead of the kernel
+_NUMPY_MAX_NNZ = 4096
 
 
 def observed_dots(indptr, indices, P, Q):
@@ -38,6 +44,10 @@ def observed_dots(indptr, indices, P, Q):
     ndarray of shape (nnz,), dtype of P
         ``out[j] = P[u] @ Q[indices[j]]`` for the row u that holds entry j.
     """
+    if indices.shape[0] <= _NUMPY_MAX_NNZ:
+        # tiny matrices (the notebook's 4 x 5) are called thousands of times by gradient
+        # descent: starting the kernel's threads would cost far more than the arithmetic
+        return observed_dots_ref(indptr, indices, P, np.asarray(Q, dtype=np.asarray(P).dtype))
     P = np.ascontiguousarray(P)
     Q = np.ascontiguousarray(Q, dtype=P.dtype)
     out = np.empty(indices.shape[0], dtype=P.dtype)

@@ -12,10 +12,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from . import FASTMATH
+
 __all__ = ["svdpp_epoch", "svdpp_epoch_reference", "fold_implicit", "fold_implicit_reference"]
 
 
-@njit(cache=True, fastmath=True, inline="always")
+# not inline="always": a kernel that inlines it at Numba's level computed differently when
+# freshly compiled than when loaded from the cache (a fixed seed did not reproduce a fit)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _svdpp_user(u, indptr, indices, ratings, P, Q, Y, bu, bi, mu, lr_b, lr_f, reg_b, reg_f, reg_y,
                 z, acc):
     lo = indptr[u]
@@ -62,7 +66,7 @@ def _svdpp_user(u, indptr, indices, ratings, P, Q, Y, bu, bi, mu, lr_b, lr_f, re
     return err
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
 def svdpp_epoch(indptr, indices, ratings, user_order, n_chunks, P, Q, Y, bu, bi, mu, lr_b, lr_f,
                 reg_b, reg_f, reg_y, chunk_err):
     """One SVD++ SGD epoch, in place.
@@ -130,7 +134,7 @@ def svdpp_epoch_reference(indptr, indices, ratings, user_order, n_chunks, P, Q, 
         chunk_err[c] = err
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
 def fold_implicit(indptr, indices, P, Y):
     """Effective user factors ``p_u + |N(u)|**-0.5 sum_{j in N(u)} y_j``.
 

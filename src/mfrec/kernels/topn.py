@@ -20,14 +20,14 @@ _USER_BLOCK = 64
 _ITEM_TILE = 2048
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _worse(s_a, i_a, s_b, i_b):
     # heap order: lower score is worse; on equal scores the higher index is worse, so ties go to
     # the lower index and results do not depend on tiling or thread count
     return s_a < s_b or (s_a == s_b and i_a > i_b)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _sift_down(hs, hi, cnt, pos):
     while True:
         left = 2 * pos + 1
@@ -45,7 +45,7 @@ def _sift_down(hs, hi, cnt, pos):
             return
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _push(hs, hi, cnt, n, s, j):
     """Offer (score s, index j) to a min-heap of capacity n holding cnt entries; new count."""
     if cnt < n:
@@ -68,7 +68,7 @@ def _push(hs, hi, cnt, n, s, j):
     return cnt
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _drain(hs, hi, cnt, out_s, out_i):
     """Write the heap's entries best first into out_s/out_i (which are pre-filled as padding)."""
     while cnt > 0:
@@ -80,7 +80,7 @@ def _drain(hs, hi, cnt, out_s, out_i):
         _sift_down(hs, hi, cnt, 0)
 
 
-@njit(cache=True, parallel=True, fastmath=False)
+@njit(cache=True, parallel=True, fastmath=False, error_model="numpy")
 def topn(U, Q, item_bias, seen_indptr, seen_indices, seen_rows, cand_pos, n):
     """Best ``n`` candidates per query vector, seen items masked.
 
@@ -176,7 +176,7 @@ def topn_reference(U, Q, item_bias, seen_indptr, seen_indices, seen_rows, cand_p
     return idx, out
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def sgd_fold_in(indptr, items, values, Q, item_bias, global_mean, learning_rate, regularization,
                 bias_regularization, n_epochs, fit_bias, seed):
     """Factors (and bias) of new users by SGD on their ratings, item side held fixed.
@@ -198,8 +198,10 @@ def sgd_fold_in(indptr, items, values, Q, item_bias, global_mean, learning_rate,
     reg = np.float32(regularization)
     regb = np.float32(bias_regularization)
     for u in range(n_new):
-        np.random.seed(seed + u)
         s, e = indptr[u], indptr[u + 1]
+        if e == s:  # nothing to fit: zero factors and bias, the fallback every model gives
+            continue
+        np.random.seed(seed + u)
         order = np.arange(s, e)
         p = P[u]
         b = np.float32(0.0)
@@ -231,6 +233,8 @@ def sgd_fold_in_reference(indptr, items, values, Q, item_bias, global_mean, lear
     bu = np.zeros(n_new)
     for u in range(n_new):
         s, e = indptr[u], indptr[u + 1]
+        if e == s:
+            continue
         it = items[s:e]
         F = Q[it].astype(np.float64)
         if fit_bias:
@@ -247,7 +251,7 @@ def sgd_fold_in_reference(indptr, items, values, Q, item_bias, global_mean, lear
     return P, bu
 
 
-@njit(cache=True, parallel=True, fastmath=False)
+@njit(cache=True, parallel=True, fastmath=False, error_model="numpy")
 def rank_stats(U, Q, item_bias, seen_indptr, seen_indices, seen_rows, rel_indptr, rel_indices):
     """Where each user's relevant items fall in the full ranking of the candidates.
 

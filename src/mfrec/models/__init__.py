@@ -20,6 +20,8 @@ MODELS = {
     "bayesian-mf": ("BayesianMF", "rating", "Bayesian probabilistic MF (Gibbs sampling)"),
     "implicit-als": ("ImplicitALS", "implicit", "weighted ALS for implicit feedback"),
     "bpr": ("BPR", "implicit", "Bayesian personalized ranking"),
+    "popularity": ("Popularity", "implicit",
+                   "baseline: most popular items (ranking), damped item means (ratings)"),
 }
 
 #: other spellings accepted on the command line
@@ -28,6 +30,7 @@ ALIASES = {
     "mf": "biased-mf", "funk-svd": "biased-mf", "funksvd": "biased-mf", "svd++": "svdpp",
     "bayesianmf": "bayesian-mf", "bpmf": "bayesian-mf", "implicitals": "implicit-als",
     "ials": "implicit-als", "wals": "implicit-als", "bias": "baseline", "baselineonly": "baseline",
+    "pop": "popularity", "mostpop": "popularity", "most-popular": "popularity",
 }
 
 

@@ -16,8 +16,10 @@ import numpy as np
 
 from .._threads import resolve_threads, thread_context
 from .._validation import check_bool, check_choice, check_float, check_int, rng_from
-from ..kernels import als as _k
-from .base import FactorModel
+from .._lazy import lazy_module
+from .base import DivergenceError, FactorModel
+
+_k = lazy_module("mfrec.kernels.als")  # Numba is imported by the first fit, not by load
 
 __all__ = ["ALS"]
 
@@ -48,21 +50,43 @@ def start_sweeps(ratings, k, init_std, rng):
     Returns ``mu`` (the mean rating), the CSR arrays of the users and of the items (``indptr`` as
     int64), each side's rows by decreasing count (:func:`~mfrec.kernels.als.balanced_order`),
     random normal float32 factors ``P, Q`` of standard deviation ``init_std`` (drawn in that
-    order from ``rng``) and zero float32 biases ``bu, bi``.
+    order from ``rng``), zero float32 biases ``bu, bi`` and ``scale``.
+
+    ``scale`` is 1 for ratings of ordinary spread (standard deviation between 1/8 and 8); for
+    others it is the power of two nearest their standard deviation, and ``mu`` and the ratings in
+    the arrays are divided by it: the fit then runs on ratings of unit spread, where float32
+    neither overflows (ratings x 1000 overflowed the Gibbs sampler's float32 systems) nor
+    underflows. Dividing by a power of two is exact. The caller scales the fitted state back:
+    factors by ``sqrt(scale)``, biases and the mean by ``scale``.
     """
     csr, csc = ratings.csr, ratings.csc
     n_users, n_items = ratings.shape
     mu = float(np.mean(csr.data, dtype=np.float64))
-    u_arrays = (csr.indptr.astype(np.int64), csr.indices, csr.data)
-    i_arrays = (csc.indptr.astype(np.int64), csc.indices, csc.data)
+    u_data, i_data = csr.data, csc.data
+    scale = rating_scale(csr.data)
+    if scale != 1.0:
+        u_data = u_data / np.float32(scale)
+        i_data = i_data / np.float32(scale)
+        mu /= scale
+    u_arrays = (csr.indptr.astype(np.int64), csr.indices, u_data)
+    i_arrays = (csc.indptr.astype(np.int64), csc.indices, i_data)
     order_u = _k.balanced_order(np.diff(csr.indptr))
     order_i = _k.balanced_order(np.diff(csc.indptr))
-    scale = float(init_std)
-    P = rng.standard_normal((n_users, k), dtype=np.float32) * scale
-    Q = rng.standard_normal((n_items, k), dtype=np.float32) * scale
+    std = float(init_std)
+    P = rng.standard_normal((n_users, k), dtype=np.float32) * std
+    Q = rng.standard_normal((n_items, k), dtype=np.float32) * std
     bu = np.zeros(n_users, dtype=np.float32)
     bi = np.zeros(n_items, dtype=np.float32)
-    return mu, u_arrays, i_arrays, order_u, order_i, P, Q, bu, bi
+    return mu, u_arrays, i_arrays, order_u, order_i, P, Q, bu, bi, scale
+
+
+def rating_scale(values):
+    """1.0, or the power of two nearest the standard deviation of ``values`` when that is
+    outside [1/8, 8] (see :func:`start_sweeps`)."""
+    sd = float(np.std(values, dtype=np.float64)) if values.size else 0.0
+    if not np.isfinite(sd) or sd == 0.0 or 0.125 <= sd <= 8.0:
+        return 1.0
+    return float(2.0 ** np.round(np.log2(sd)))
 
 
 class ALS(FactorModel):
@@ -122,6 +146,11 @@ class ALS(FactorModel):
     the global mean and the other side's bias. Unknown raw ids in :meth:`predict` fall back the
     same way. Predictions are clipped to the training rating range.
 
+    Ratings whose standard deviation is outside [1/8, 8] are fitted in units of the power of two
+    nearest it (the division is exact and the objective scale-equivariant; ``init_std`` is then
+    in those units), so large ratings do not overflow the float32 kernels. A fit that still
+    overflows (e.g. ``regularization=1e30``) raises :class:`~mfrec.models.base.DivergenceError`.
+
     Examples
     --------
     >>> import mfrec
@@ -172,7 +201,7 @@ class ALS(FactorModel):
         k = int(self.n_factors)
         reg = float(self.regularization)
         fit_bias = bool(self.biases)
-        mu, u_arrays, i_arrays, order_u, order_i, P, Q, bu, bi = start_sweeps(
+        mu, u_arrays, i_arrays, order_u, order_i, P, Q, bu, bi, scale = start_sweeps(
             ratings, k, self.init_std, rng)
         user_counts = np.diff(ratings.csr.indptr)
         item_counts = np.diff(ratings.csc.indptr)
@@ -200,14 +229,28 @@ class ALS(FactorModel):
                 sse = float(_k.row_squared_errors(*u_arrays, P, bu, Q, bi, mu).sum())
                 penalty = reg * (user_counts @ (np.einsum("ij,ij->i", P, P) + bu * bu)
                                  + item_counts @ (np.einsum("ij,ij->i", Q, Q) + bi * bi))
-                self.loss_history_.append(float((sse + penalty) / ratings.nnz))
-                self.train_rmse_history_.append(float(np.sqrt(sse / ratings.nnz)))
+                loss = float((sse + penalty) / ratings.nnz) * scale**2
+                if not np.isfinite(loss):
+                    self._check_finite_fit(user_factors=P, item_factors=Q, user_bias=bu,
+                                           item_bias=bi)
+                    raise DivergenceError(
+                        f"ALS training diverged at epoch {len(self.loss_history_) + 1} (loss "
+                        f"{loss}); {self._divergence_hint()}")
+                self.loss_history_.append(loss)
+                self.train_rmse_history_.append(float(np.sqrt(sse / ratings.nnz)) * scale)
                 if bar is not None:
                     bar.set_postfix(rmse=f"{self.train_rmse_history_[-1]:.4f}")
                     bar.update()
         if bar is not None:
             bar.close()
         self._set_data_state(ratings)
+        if scale != 1.0:  # back to the ratings' own units (see start_sweeps)
+            root = np.float32(np.sqrt(scale))
+            P *= root
+            Q *= root
+            bu *= np.float32(scale)
+            bi *= np.float32(scale)
+            mu *= scale
         self._set_factor_state(P, Q, bu, bi, mu)
         self.regularization_ = reg
         return self

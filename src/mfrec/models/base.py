@@ -17,12 +17,18 @@ import numpy as np
 
 from .._validation import check_bool, check_int, rng_from
 from ..data import Ratings, as_ratings
+from . import _guard
 
-__all__ = ["BaseModel", "FactorModel", "NotFittedError", "FoldedUsers"]
+__all__ = ["BaseModel", "FactorModel", "NotFittedError", "DivergenceError", "FoldedUsers"]
 
 
 class NotFittedError(RuntimeError, AttributeError):
     """Raised when a model is used before ``fit``."""
+
+
+class DivergenceError(FloatingPointError):
+    """Raised when training diverged (the loss or the learned state overflowed to NaN or
+    infinity, or grew without bound); the message names the hyperparameters to move."""
 
 
 class BaseModel:
@@ -113,11 +119,21 @@ class FactorModel(BaseModel):
         rng_from(self.random_state)  # raises on a bad seed before any work
 
     def _prepare(self, data, **kwargs):
-        """Validate hyperparameters, then turn ``data`` into Ratings (once per fit)."""
+        """Validate hyperparameters, turn ``data`` into Ratings (once per fit), and refuse up
+        front a fit whose estimated working memory exceeds what is available."""
+        from ._memory import check_fit_memory
+
         self._validate_params()
-        return as_ratings(data, **kwargs)
+        ratings = as_ratings(data, **kwargs)
+        check_fit_memory(self, ratings)
+        return ratings
 
     def _set_data_state(self, ratings: Ratings):
+        # which columns of a file or DataFrame were read as users, items, ratings, times (None
+        # for arrays and matrices): kept with the model, so a wrong guess can be seen later
+        self.data_columns_ = (None if ratings.source_columns is None
+                              else {k: (None if v is None else str(v))
+                                    for k, v in dict(ratings.source_columns).items()})
         self.user_vocab_ = ratings.user_vocab
         self.item_vocab_ = ratings.item_vocab
         self.rating_range_ = ratings.rating_range
@@ -125,6 +141,9 @@ class FactorModel(BaseModel):
 
     def _set_factor_state(self, user_factors, item_factors, user_bias=None, item_bias=None,
                           global_mean=0.0):
+        # a fit whose arithmetic overflowed must fail here, never return a model that scores NaN
+        self._check_finite_fit(user_factors=user_factors, item_factors=item_factors,
+                               user_bias=user_bias, item_bias=item_bias, global_mean=global_mean)
         P = np.ascontiguousarray(user_factors)
         Q = np.ascontiguousarray(item_factors)
         dtype = P.dtype
@@ -147,6 +166,41 @@ class FactorModel(BaseModel):
                 if empty.any():
                     M[empty] = 0
                     b[empty] = 0
+        _guard.check_fit(self)  # warns (FitWarning) on a collapsed, blown-up or useless fit
+
+    #: the hyperparameters that can make a fit overflow, each with the way to move it, named by
+    #: :class:`DivergenceError` messages (only those the model has are named)
+    _divergence_params = (("learning_rate", "lower"), ("regularization", "lower"),
+                          ("init_std", "lower"), ("init_scale", "lower"))
+
+    def _divergence_hint(self):
+        """``"lower learning_rate (now 0.5) or ..."``: how to keep a fit finite."""
+        params = self.get_params()
+        parts = [f"{way} {name} (now {params[name]!r})" for name, way in self._divergence_params
+                 if params.get(name) is not None]
+        hint = (", ".join(parts[:-1]) + " or " + parts[-1] if len(parts) > 1
+                else "".join(parts) or "rescale the ratings")
+        return hint + self._ratings_note()
+
+    def _ratings_note(self):
+        """A note on rescaling when the training ratings are large, else ``""``."""
+        lo_hi = getattr(self, "rating_range_", None)
+        if lo_hi is None or max(abs(float(v)) for v in lo_hi) <= 1e3:
+            return ""
+        return " (ratings span {:g}..{:g}: rescaling them to a few units helps)".format(*lo_hi)
+
+    def _check_finite_fit(self, **state):
+        """Raise :class:`DivergenceError` if any array or number of ``state`` is not finite."""
+        for name, value in state.items():
+            if value is None:
+                continue
+            a = np.asarray(value)
+            if a.dtype.kind in "fc" and not np.isfinite(a).all():
+                bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+                raise DivergenceError(
+                    f"{type(self).__name__} training diverged: {bad} of {a.size} values of "
+                    f"{name} are NaN or infinite (the float arithmetic overflowed); "
+                    f"{self._divergence_hint()}")
 
     def _check_fitted(self):
         if not hasattr(self, "user_factors_"):
@@ -184,7 +238,9 @@ class FactorModel(BaseModel):
         Parameters
         ----------
         users, items : scalar or array-like of shape (m,)
-            Raw ids, paired position by position.
+            Raw ids, paired position by position. ``users`` may also be the result of
+            :meth:`fold_in`: its rows pair with ``items`` position by position, and a single
+            folded-in user is scored against every item of ``items``.
         clip : bool, optional
             Clip to ``rating_range_``; default is the model's (True for rating models).
         unknown : {"fallback", "error"}, default="fallback"
@@ -200,6 +256,11 @@ class FactorModel(BaseModel):
         if unknown not in ("fallback", "error"):
             raise ValueError(f"unknown must be 'fallback' or 'error', got {unknown!r}")
         mode = "mask" if unknown == "fallback" else "error"
+        if isinstance(users, FoldedUsers):  # new users: their own factors and biases
+            out = self._score_folded(users, self.item_vocab_.lookup(items, unknown=mode))
+            if self._clip_predictions if clip is None else clip:
+                np.clip(out, *self.rating_range_, out=out)
+            return out
         uidx = self.user_vocab_.lookup(users, unknown=mode)
         iidx = self.item_vocab_.lookup(items, unknown=mode)
         if uidx.shape != iidx.shape:
@@ -208,6 +269,31 @@ class FactorModel(BaseModel):
         out = self._score_pairs(uidx, iidx)
         if self._clip_predictions if clip is None else clip:
             np.clip(out, *self.rating_range_, out=out)
+        return out
+
+    def _score_folded(self, folded, iidx):
+        """Raw scores of folded-in users (rows of ``folded``) with item indices (-1: unknown)."""
+        U = np.asarray(folded.factors)
+        bias = np.asarray(folded.bias, dtype=np.float64).reshape(-1)
+        k = self.item_factors_.shape[1]
+        if U.ndim != 2 or U.shape[1] != k or bias.shape != (U.shape[0],):
+            raise ValueError(f"folded-in users need factors of shape (m, {k}) and bias of shape "
+                             f"(m,), got {U.shape} and {bias.shape}")
+        iidx = np.asarray(iidx, dtype=np.int64).reshape(-1)
+        m = U.shape[0]
+        if m == 1:
+            rows = np.zeros(iidx.size, dtype=np.int64)
+        elif m == iidx.size:
+            rows = np.arange(m)
+        else:
+            raise ValueError(f"{m} folded-in users pair with as many items, or one user with any "
+                             f"number; got {iidx.size} items")
+        out = self.global_mean_ + bias[rows]
+        known = np.flatnonzero(iidx >= 0)
+        if known.size:
+            it = iidx[known]
+            out[known] += self.item_bias_[it] + np.einsum(
+                "ij,ij->i", U[rows[known]], self.item_factors_[it], dtype=np.float64)
         return out
 
     def reconstruct(self):
@@ -260,7 +346,9 @@ class FactorModel(BaseModel):
             result of :meth:`fold_in` for users that were not in training. A single id is a batch
             of one.
         n : int, default=10
-            Number of items per user.
+            Number of items per user. A larger ``n`` than there are candidates (the catalogue,
+            or ``items``) is capped at that number: the arrays have ``min(n, n_candidates)``
+            columns, and nothing is allocated for the rest.
         exclude_seen : bool, default=True
             Leave out the items each user interacted with in training (for folded-in users, the
             items given to :meth:`fold_in`).
@@ -271,11 +359,11 @@ class FactorModel(BaseModel):
 
         Returns
         -------
-        ids : ndarray of shape (m, n)
+        ids : ndarray of shape (m, min(n, n_candidates))
             Raw item ids. Where a user has fewer than ``n`` candidates left, the row ends in
             padding: score ``-inf`` and id -1 (integer ids), NaN (float ids), ``""`` (string ids)
             or None (other ids). Test ``np.isfinite(scores)`` to tell padding apart.
-        scores : ndarray of float64, shape (m, n)
+        scores : ndarray of float64, shape (m, min(n, n_candidates))
             The model's score (as :meth:`predict` with ``clip=False``) of each recommended item.
 
         Notes
@@ -286,7 +374,7 @@ class FactorModel(BaseModel):
         """
         from .._threads import thread_context
         from .._validation import check_bool, check_int
-        from ..kernels.topn import topn
+        from ..kernels import topn_numpy
 
         self._check_fitted()
         n = check_int("n", n, low=1)
@@ -308,10 +396,16 @@ class FactorModel(BaseModel):
         if not exclude_seen:
             rows = np.full(rows.shape, -1, dtype=np.int64)
         Q, bias, cand_idx, cand_pos = self._candidates(items, exclude)
+        n = min(n, Q.shape[0])  # no row can hold more: a huge n allocates nothing
         U = np.ascontiguousarray(U, dtype=np.float32)
         indptr, indices = _csr_arrays(seen)
-        with thread_context(self._serving_threads()):
-            pos, sc = topn(U, Q, bias, indptr, indices, rows.astype(np.int64), cand_pos, n)
+        if U.shape[0] * Q.shape[0] <= topn_numpy.MAX_CELLS:  # a few users: no Numba, no threads
+            pos, sc = topn_numpy.topn_numpy(U, Q, bias, indptr, indices, rows.astype(np.int64),
+                                            cand_pos, n)
+        else:
+            from ..kernels.topn import topn
+            with thread_context(self._serving_threads()):
+                pos, sc = topn(U, Q, bias, indptr, indices, rows.astype(np.int64), cand_pos, n)
         gidx = pos if cand_idx is None else np.where(pos >= 0, cand_idx[np.maximum(pos, 0)], -1)
         scores = sc.astype(np.float64)
         scores += self.global_mean_ + ubias[:, None]
@@ -342,10 +436,11 @@ class FactorModel(BaseModel):
     def _similar(self, F, vocab, query, n):
         from .._threads import thread_context
         from .._validation import check_int
-        from ..kernels.topn import topn
+        from ..kernels import topn_numpy
 
         self._check_fitted()
-        n = check_int("n", n, low=1)
+        # capped: a query never lists itself, so at most all the others
+        n = min(check_int("n", n, low=1), max(F.shape[0] - 1, 1))
         qidx = vocab.lookup(query)
         F = np.asarray(F, dtype=np.float32)
         norms = np.linalg.norm(F, axis=1)
@@ -354,10 +449,14 @@ class FactorModel(BaseModel):
         U = np.ascontiguousarray(Fn[qidx])
         m = qidx.size
         self_indptr = np.arange(m + 1, dtype=np.int64)  # each query masks itself
-        with thread_context(self._serving_threads()):
-            pos, sc = topn(U, Fn, np.zeros(Fn.shape[0], np.float32), self_indptr,
-                           qidx.astype(np.int32), np.arange(m, dtype=np.int64),
-                           np.empty(0, np.int64), n)
+        args = (U, Fn, np.zeros(Fn.shape[0], np.float32), self_indptr, qidx.astype(np.int32),
+                np.arange(m, dtype=np.int64), np.empty(0, np.int64), n)
+        if m * Fn.shape[0] <= topn_numpy.MAX_CELLS:  # a few queries: no Numba, no threads
+            pos, sc = topn_numpy.topn_numpy(*args)
+        else:
+            from ..kernels.topn import topn
+            with thread_context(self._serving_threads()):
+                pos, sc = topn(*args)
         return _ids_with_padding(vocab, pos), sc.astype(np.float64)
 
     def similar_items(self, items, n=10):
@@ -368,13 +467,14 @@ class FactorModel(BaseModel):
         items : scalar or array-like of shape (m,)
             Raw item ids (unknown ids raise ``KeyError``).
         n : int, default=10
+            Capped at ``n_items - 1`` (the query item itself is never listed).
 
         Returns
         -------
-        ids : ndarray of shape (m, n)
+        ids : ndarray of shape (m, min(n, n_items - 1))
             Raw item ids, most similar first; the query item itself is left out. Padding as in
             :meth:`recommend`.
-        scores : ndarray of float64, shape (m, n)
+        scores : ndarray of float64, shape (m, min(n, n_items - 1))
             Cosine similarities in [-1, 1].
         """
         self._check_fitted()
@@ -408,7 +508,8 @@ class FactorModel(BaseModel):
             ``ids`` (raw ids of the new users, in first-appearance order; None for one user given
             without an id), ``factors`` of shape (m, n_factors), ``bias`` of shape (m,) and
             ``seen`` (their items, as a CSR matrix of shape (m, n_items)). Pass it to
-            :meth:`recommend` in place of user ids.
+            :meth:`recommend` or :meth:`predict` in place of user ids. A user with no ratings
+            (``fold_in({})``) gets zero factors and bias: the fallback of an unknown user.
 
         Notes
         -----

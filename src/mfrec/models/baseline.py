@@ -7,9 +7,11 @@ import numpy as np
 
 from .._threads import thread_context
 from .._validation import check_choice, check_float, check_int, rng_from
-from ..kernels import sgd as _k
+from .._lazy import lazy_module
 from .base import FactorModel
 from .sgd import EpochMonitor, check_heldout, train_sgd
+
+_k = lazy_module("mfrec.kernels.sgd")  # Numba is imported by the first fit, not by load
 
 __all__ = ["Baseline"]
 

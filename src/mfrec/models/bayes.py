@@ -54,10 +54,13 @@ import numpy as np
 
 from .._threads import thread_context
 from .._validation import check_bool, check_choice, check_float, check_int, rng_from
-from ..kernels import bayes as _k
-from ..kernels.als import solve_rows_cholesky
+from .._lazy import lazy_function, lazy_module
 from .als import check_als_run_params, start_sweeps, threads_for
-from .base import FactorModel
+from .base import DivergenceError, FactorModel
+# Numba is imported by the first fit, not by load
+
+_k = lazy_module("mfrec.kernels.bayes")
+solve_rows_cholesky = lazy_function("mfrec.kernels.als", "solve_rows_cholesky")
 
 __all__ = ["BayesianMF"]
 
@@ -142,6 +145,12 @@ class BayesianMF(FactorModel):
     :meth:`fold_in` solves a ridge problem on the stored (averaged) item factors; it is an
     approximation to the Bayesian answer.
 
+    Ratings whose standard deviation is outside [1/8, 8] are sampled in units of the power of two
+    nearest it (see :func:`mfrec.models.als.start_sweeps`), so the hyperpriors see data of unit
+    spread whatever the rating scale: ratings times 1024 give exactly 1024 times the predictions,
+    and ratings times 1000 fit as well as the originals. ``noise_precision`` is in the ratings'
+    own units.
+
     Examples
     --------
     >>> import mfrec
@@ -150,6 +159,8 @@ class BayesianMF(FactorModel):
     >>> model.predict([0], [2]).shape
     (1,)
     """
+
+    _divergence_params = (("noise_precision", "lower"), ("init_std", "lower"))
 
     def __init__(self, *, n_factors=10, n_epochs=200, burn_in=20, biases=True,
                  noise_precision=None, noise="rows", noise_dof=10.0, max_rank=None, beta0=2.0,
@@ -210,7 +221,9 @@ class BayesianMF(FactorModel):
         # Start the chain from a regularised least-squares fit, as the BPMF paper starts from
         # the MAP solution: from small random factors the sampled prior precision is huge and
         # the chain needs very many sweeps to leave the neighbourhood of zero on large data.
-        mu, u_arrays, i_arrays, order_u, order_i, P, Q, bu, bi = start_sweeps(
+        # (ratings of unusual spread are divided by a power of two, `scale`: the hyperpriors
+        # then see data of unit spread, and float32 does not overflow; see start_sweeps)
+        mu, u_arrays, i_arrays, order_u, order_i, P, Q, bu, bi, scale = start_sweeps(
             ratings, k, self.init_std, rng)
         n_threads = threads_for(self.num_threads, nnz)
         with thread_context(n_threads) as n_threads:
@@ -227,7 +240,8 @@ class BayesianMF(FactorModel):
             U[:, k], V[:, k] = bu, bi
         del P, Q, bu, bi
         fixed_alpha = self.noise_precision
-        alpha = 2.0 if fixed_alpha is None else float(fixed_alpha)
+        # a precision in the ratings' units becomes one in the scaled units
+        alpha = 2.0 if fixed_alpha is None else float(fixed_alpha) * scale**2
         beta0 = float(self.beta0)
 
         # running sum of the kept P_s Q_s' as A[:, :cols] @ B[:, :cols].T, compressed to
@@ -334,8 +348,13 @@ class BayesianMF(FactorModel):
                                                      order_i, n_blocks)
                     scale_i = rng.gamma(half_dof + 0.5 * count_i,
                                         1.0 / (half_dof + 0.5 * alpha * err_i)).astype(np.float32)
-                self.loss_history_.append(float(np.sqrt(sse / nnz)))
-                self.noise_precision_history_.append(alpha)
+                if not (np.isfinite(sse) and np.isfinite(alpha)):
+                    self._check_finite_fit(user_factors=U, item_factors=V)
+                    raise DivergenceError(
+                        f"BayesianMF sampling diverged at sweep {sweep + 1} (squared error "
+                        f"{sse}, noise precision {alpha}); {self._divergence_hint()}")
+                self.loss_history_.append(float(np.sqrt(sse / nnz)) * scale)
+                self.noise_precision_history_.append(alpha / scale**2)
                 if sweep >= int(self.burn_in):
                     n_kept += 1
                     sum_su += scale_u
@@ -361,14 +380,15 @@ class BayesianMF(FactorModel):
         del U, V, X, Y
         if cols > max_rank:
             cols = _compress(sum_A, sum_B, cols, max_rank)
-        scale = np.float32(1.0 / np.sqrt(n_kept))
         del sum_A, sum_B  # no view of the buffers may outlive their shrinking
-        P = _shrink(flat_A, n_users, cap, cols, scale)
-        Q = _shrink(flat_B, n_items, cap, cols, scale)
+        # the average's 1/S, and the ratings' units back (sqrt(scale) on each side)
+        factor_scale = np.float32(np.sqrt(scale) / np.sqrt(n_kept))
+        P = _shrink(flat_A, n_users, cap, cols, factor_scale)
+        Q = _shrink(flat_B, n_items, cap, cols, factor_scale)
         self._set_data_state(ratings)
         self._set_factor_state(P, Q,
-                               (sum_bu / n_kept).astype(np.float32),
-                               (sum_bi / n_kept).astype(np.float32), mu)
+                               (sum_bu / n_kept * scale).astype(np.float32),
+                               (sum_bi / n_kept * scale).astype(np.float32), mu * scale)
         self.user_noise_scale_ = (sum_su / n_kept).astype(np.float32)
         self.item_noise_scale_ = (sum_si / n_kept).astype(np.float32)
         self.rank_ = int(cols)

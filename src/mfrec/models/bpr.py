@@ -8,12 +8,14 @@ over sampled triples.
 from __future__ import annotations
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .._threads import thread_context
 from .._validation import check_bool, check_choice, check_float, rng_from, seed_from
-from ..kernels import bpr as _k
-from .base import FactorModel
+from .._lazy import lazy_function, lazy_module
+from .base import DivergenceError, FactorModel
+
+_k = lazy_module("mfrec.kernels.bpr")  # Numba is imported by the first fit, not by load
+tqdm = lazy_function("tqdm.auto", "tqdm")
 
 __all__ = ["BPR"]
 
@@ -79,6 +81,8 @@ class BPR(FactorModel):
     """
 
     _clip_predictions = False
+    _divergence_params = (("learning_rate", "lower"), ("init_scale", "lower"),
+                          ("regularization", "lower"), ("bias_regularization", "lower"))
 
     def __init__(self, *, n_factors=64, n_epochs=100, learning_rate=0.02, regularization=0.01,
                  bias_regularization=0.01, negative_sampling="uniform", verify_negatives=True,
@@ -155,6 +159,11 @@ class BPR(FactorModel):
                                          float(self.bias_regularization), pos.nnz, popularity,
                                          bool(self.verify_negatives), states)
                 self.loss_history_.append(float(loss))
+                if not np.isfinite(loss) or loss > _DIVERGED_LOSS:
+                    raise DivergenceError(
+                        f"BPR training diverged at epoch {len(self.loss_history_)} (mean loss "
+                        f"{loss:.4g}, where a random start gives ln 2 = 0.69); "
+                        f"{self._divergence_hint()}")
                 if self.verbose:
                     bar.set_postfix(loss=f"{loss:.4f}")
         self.skipped_ = int(skipped)
@@ -186,3 +195,8 @@ class BPR(FactorModel):
 
 # A user with few items still gets enough steps for its vector to settle.
 _FOLD_IN_MIN_STEPS = 50
+# A mean -ln sigmoid(x_uij) above this puts positives about 20 logits below negatives on
+# average: a random start gives ln 2 = 0.69 and no converging fit climbs this far (a step too
+# large for the data overshoots by more every epoch: 0.34, 2.0, 24212, 3e8, 4e12 at 0.5 on
+# MovieLens 100K).
+_DIVERGED_LOSS = 20.0

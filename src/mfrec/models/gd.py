@@ -5,8 +5,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._validation import check_choice, check_float, check_int
-from ..kernels.sparse import observed_dots
+from .._lazy import lazy_function
 from .base import FactorModel, MissingMixin
+
+# Numba is imported by the first fit, not by load
+observed_dots = lazy_function("mfrec.kernels.sparse", "observed_dots")
 
 __all__ = ["GradientDescent"]
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 import numpy as np
 
 from .._validation import check_choice, check_float, check_int, rng_from
-from ..kernels.sparse import observed_dots
+from .._lazy import lazy_function
 from .base import FactorModel, MissingMixin
+
+# Numba is imported by the first fit, not by load
+observed_dots = lazy_function("mfrec.kernels.sparse", "observed_dots")
 
 __all__ = ["NMF"]
 

@@ -11,9 +11,11 @@ import numpy as np
 from .._threads import thread_context
 from .._validation import check_float, check_int, rng_from
 from ..data import as_ratings
-from ..kernels import sgd as _k
+from .._lazy import lazy_module
 from .als import threads_for
-from .base import FactorModel
+from .base import DivergenceError, FactorModel
+
+_k = lazy_module("mfrec.kernels.sgd")  # Numba is imported by the first fit, not by load
 
 __all__ = ["BiasedMF"]
 
@@ -312,9 +314,10 @@ def train_sgd(model, ratings, P, Q, bu, bi, mu, *, regs, learning_rates, decay, 
                            + reg_bi * counts_i @ np.square(bi.astype(np.float64)))
                 loss = (block_err.sum() + penalty) / nnz
                 if not np.isfinite(loss):
-                    raise FloatingPointError(
-                        f"training diverged at epoch {epoch + 1} (loss {loss}); lower "
-                        f"learning_rate (now {learning_rates[0]}) or raise regularization")
+                    raise DivergenceError(
+                        f"{type(model).__name__} training diverged at epoch {epoch + 1} (loss "
+                        f"{loss}); lower learning_rate (now {learning_rates[0]}) or raise "
+                        f"regularization{model._ratings_note()}")
                 if monitor.end_epoch(epoch, loss, state):
                     break
                 lr *= decay

@@ -5,10 +5,12 @@ import numpy as np
 
 from .._threads import thread_context
 from .._validation import check_float, check_int, rng_from
-from ..kernels import svdpp as _k
+from .._lazy import lazy_module
 from .als import threads_for
-from .base import FactorModel
+from .base import DivergenceError, FactorModel
 from .sgd import EpochMonitor, _init_state, _sq_rows, _zero_unrated, check_heldout
+
+_k = lazy_module("mfrec.kernels.svdpp")  # Numba is imported by the first fit, not by load
 
 __all__ = ["SVDpp"]
 
@@ -161,9 +163,10 @@ class SVDpp(FactorModel):
                                + reg_b * counts_i @ np.square(bi.astype(np.float64)))
                     loss = (chunk_err.sum() + penalty) / ratings.nnz
                     if not np.isfinite(loss):
-                        raise FloatingPointError(
-                            f"training diverged at epoch {epoch + 1} (loss {loss}); lower "
-                            f"learning_rate (now {self.learning_rate}) or raise regularization")
+                        raise DivergenceError(
+                            f"SVDpp training diverged at epoch {epoch + 1} (loss {loss}); lower "
+                            f"learning_rate (now {self.learning_rate}) or raise regularization"
+                            f"{self._ratings_note()}")
                     if monitor.end_epoch(epoch, loss, state):
                         break
                     lr *= self.learning_rate_decay
