@@ -1,12 +1,20 @@
 """Approximate top-N: faiss-cpu, hnswlib and usearch side by side on one model's item factors.
 
-Each library gets the same item vectors (item factors with the item bias appended, lifted by the
-MIPS-to-L2 transform of ``mfrec.index``), builds an HNSW graph with the same degree and
-construction effort, and answers top-10 queries for the same sample of users at several search
-efforts. Recall is measured against exact top-10 by ``model.recommend(exclude_seen=False)``;
-throughput against that exact path in the same run.
+Each library gets the same item vectors: the item factors with the item bias appended (space
+``ip``: the library's own inner-product search) or those lifted by the MIPS-to-L2 transform of
+``mfrec.index`` (space ``l2``). Graph libraries build an HNSW graph with the same degree and
+construction effort; ``faiss-ivf`` is a plain inverted file (4 * sqrt(n_items) lists, efforts
+read as lists probed per 1024); ``itemindex`` is ``mfrec.index.ItemIndex`` itself (lifted lists,
+inner-product scan, efforts read as ``n_probe``). All answer top-10 queries for the same sample
+of users at several search efforts. Recall is measured against exact top-10 by
+``model.recommend(exclude_seen=False)``; throughput against that exact path in the same run.
 
-usage: python benchmarks/bench_ann.py MODEL.mfrec [--users 20000] [--out results/ann.md]
+usage: python benchmarks/bench_ann.py MODEL.mfrec [--users 5000] [--items N]
+           [--libraries faiss,hnswlib,usearch,faiss-ivf,itemindex] [--spaces ip,l2]
+           [--efforts 32 128 512] [--out FILE.md]
+
+``--items N`` bounds graph build times by indexing a random subset of N items (the exact anchor
+then ranks the same subset, through ``model.recommend(items=...)``); the table says so.
 
 The model used for the table: ImplicitALS(n_factors=64, n_epochs=5, regularization=10,
 reg_exponent=0, alpha=1, random_state=0) fitted on synth 25M
@@ -14,6 +22,7 @@ reg_exponent=0, alpha=1, random_state=0) fitted on synth 25M
 items).
 """
 import argparse
+import datetime as dt
 import os
 import sys
 import time
@@ -21,8 +30,10 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+sys.path.insert(0, os.path.dirname(__file__))
 
 import mfrec  # noqa: E402
+from common import command_line, machine_info  # noqa: E402
 from mfrec.index import mips_lift  # noqa: E402
 
 M, EF_CONSTRUCTION, K = 32, 200, 10
@@ -61,8 +72,8 @@ def hnswlib_backend(X, threads, metric):
 
 def usearch_backend(X, threads, metric):
     from usearch.index import Index
-    index = Index(ndim=X.shape[1], metric="l2sq" if metric == "l2" else "ip", dtype="f32", connectivity=M,
-                  expansion_add=EF_CONSTRUCTION)
+    index = Index(ndim=X.shape[1], metric="l2sq" if metric == "l2" else "ip", dtype="f32",
+                  connectivity=M, expansion_add=EF_CONSTRUCTION)
     index.add(np.arange(X.shape[0]), X, threads=threads)
 
     def query(Q, k, ef):
@@ -88,62 +99,96 @@ def faiss_ivf_backend(X, threads, metric):
     return query
 
 
-BACKENDS = {"faiss-ivf": faiss_ivf_backend, "faiss": faiss_backend, "hnswlib": hnswlib_backend, "usearch": usearch_backend}
+def itemindex_backend(model, users, threads):
+    """mfrec's own ItemIndex: efforts are n_probe; queries are user indices."""
+    from mfrec.index import ItemIndex
+    index = ItemIndex(num_threads=threads).fit(model)
+
+    def query(_, k, ef):
+        index.n_probe = ef
+        return index._recommend_indices(users, k, exclude_seen=False)[0]
+    return query
+
+
+BACKENDS = {"faiss-ivf": faiss_ivf_backend, "faiss": faiss_backend, "hnswlib": hnswlib_backend,
+            "usearch": usearch_backend}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
-    ap.add_argument("--users", type=int, default=20000)
+    ap.add_argument("--users", type=int, default=5000)
+    ap.add_argument("--items", type=int, help="index only a random subset of this many items")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--libraries", default="faiss,hnswlib,usearch")
     ap.add_argument("--spaces", default="ip,l2")
     ap.add_argument("--efforts", type=int, nargs="+", default=[32, 128, 512],
-                    help="efSearch of the graphs; for faiss-ivf, lists probed per 1024")
+                    help="efSearch of the graphs; for faiss-ivf, lists probed per 1024; for "
+                         "itemindex, n_probe")
     ap.add_argument("--out")
     args = ap.parse_args()
     model = mfrec.load(args.model)
     rng = np.random.default_rng(0)
     users = rng.choice(model.n_users_, size=min(args.users, model.n_users_), replace=False)
     raw = model.user_vocab_.to_ids(users)
-    model.recommend(raw[:100], n=K, exclude_seen=False)  # compile/warm up
+    subset = None
+    if args.items is not None and args.items < model.n_items_:
+        subset = np.sort(rng.choice(model.n_items_, size=args.items, replace=False))
+    cand = None if subset is None else model.item_vocab_.to_ids(subset)
+    model.recommend(raw[:100], n=K, exclude_seen=False, items=cand)  # compile/warm up
     t = time.perf_counter()
-    exact_ids, _ = model.recommend(raw, n=K, exclude_seen=False)
+    exact_ids, _ = model.recommend(raw, n=K, exclude_seen=False, items=cand)
     t_exact = time.perf_counter() - t
     exact = model.item_vocab_.lookup(exact_ids.ravel()).reshape(exact_ids.shape)
-    X, lift_query = mips_lift(model.item_factors_, model.item_bias_)
+    Qf = model.item_factors_ if subset is None else model.item_factors_[subset]
+    bf = model.item_bias_ if subset is None else model.item_bias_[subset]
+    X, lift_query = mips_lift(Qf, bf)
     Q = lift_query(model.user_factors_[users])
-    # "ip": the libraries' own inner-product graphs over [q_i, b_i] and [p_u, 1]; "l2": the
+    # "ip": the libraries' own inner-product search over [q_i, b_i] and [p_u, 1]; "l2": the
     # lifted vectors in L2 (the last coordinate is what the lift adds)
-    spaces = {"l2": (X, Q), "ip": (np.ascontiguousarray(X[:, :-1]), np.ascontiguousarray(Q[:, :-1]))}
-    rows = [f"exact (mfrec.recommend): {len(users) / t_exact:,.0f} users/s over "
-            f"{model.n_items_:,} items, k={model.item_factors_.shape[1]}, {args.threads} threads",
-            "", "| library | space | build s | efSearch | recall@10 | users/s | x exact |",
+    spaces = {"l2": (X, Q), "ip": (np.ascontiguousarray(X[:, :-1]),
+                                   np.ascontiguousarray(Q[:, :-1]))}
+    n_items = X.shape[0]
+    head = [f"Produced by `{command_line()}` on "
+            f"{dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.", "",
+            f"Machine: {machine_info()}.", "",
+            f"exact (mfrec.recommend, exclude_seen=False): {len(users) / t_exact:,.0f} users/s "
+            f"over {n_items:,} items"
+            + (f" (a random subset of the {model.n_items_:,})" if subset is not None else "")
+            + f", k={model.item_factors_.shape[1]}, {args.threads} threads; {len(users):,} users;"
+            f" graphs M={M}, efConstruction={EF_CONSTRUCTION}", ""]
+    rows = ["| library | space | build s | effort | recall@10 | users/s | x exact |",
             "|---|---|---|---|---|---|---|"]
-    print(rows[0], flush=True)
+    print("\n".join(head + rows), flush=True)
     for name in args.libraries.split(","):
-        for metric in args.spaces.split(","):
+        for metric in (["l2"] if name == "itemindex" else args.spaces.split(",")):
             Xs, Qs = spaces[metric]
             t = time.perf_counter()
-            query = BACKENDS[name](Xs, args.threads, metric)
+            if name == "itemindex":
+                if subset is not None:
+                    raise SystemExit("itemindex indexes the whole catalogue: drop --items")
+                query, Qs = itemindex_backend(model, users, args.threads), None
+            else:
+                query = BACKENDS[name](Xs, args.threads, metric)
             t_build = time.perf_counter() - t
             for ef in args.efforts:
-                query(Qs[:100], K, ef)
+                query(None if Qs is None else Qs[:100], K, ef)  # warm up
                 t = time.perf_counter()
                 got = query(Qs, K, ef)
-                dt = time.perf_counter() - t
+                dt_q = time.perf_counter() - t
+                got = np.asarray(got).astype(np.int64)  # usearch: uint64 keys
+                got[(got < 0) | (got >= n_items)] = -1  # padding, whatever its form
+                if subset is not None:
+                    got = np.where(got >= 0, subset[np.maximum(got, 0)], -1)
                 rows.append(f"| {name} | {metric} | {t_build:.1f} | {ef} | "
-                            f"{recall(got, exact):.4f} | {len(users) / dt:,.0f} | "
-                            f"{t_exact / dt:.1f} |")
+                            f"{recall(got, exact):.4f} | {len(users) / dt_q:,.0f} | "
+                            f"{t_exact / dt_q:.1f} |")
                 print(rows[-1], flush=True)
             del query
-    text = "\n".join(rows)
-    print(text)
+    text = "\n".join(head + rows)
     if args.out:
         with open(args.out, "w") as f:
-            f.write(f"# Approximate top-10: ANN libraries side by side\n\n"
-                    f"`python benchmarks/bench_ann.py {args.model} --users {args.users}`\n\n"
-                    f"{text}\n")
+            f.write(f"# Approximate top-10: ANN libraries side by side\n\n{text}\n")
 
 
 if __name__ == "__main__":

@@ -122,7 +122,10 @@ def gowalla(models, budget, rows, notes, until=None):
                          **score_on_test(best, test_path),
                          "validation recall@20": info["best_score"],
                          "hyperparameters": ", ".join(f"{k}={_short(v)}" for k, v in
-                                                      info["best_params"].items())})
+                                                      info["best_params"].items()),
+                         "refitted with": ", ".join(
+                             f"{k}={_short(v)}" for k, v in info.get("refit_params", {}).items()
+                             if v != info["best_params"].get(k))})
             notes.append(f"{cls.__name__} --auto: search {info['search_time']:.0f} s, refit on "
                          f"all of train.txt {info['refit_time']:.0f} s, the command "
                          f"{run['wall_s']:.0f} s in all (data reading included), peak RSS "

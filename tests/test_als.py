@@ -51,6 +51,35 @@ def test_cg_kernel_matches_reference(fit_bias):
     np.testing.assert_allclose(xb, xbr, atol=1e-3)
 
 
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_row_kernels_do_not_depend_on_threads_or_blocks(solver):
+    # every row is solved on its own, whichever block (and Python thread) takes it: one thread
+    # and one block, three threads and seven blocks give the same bits
+    m = random_csr(60, 30, 0.3, 7, empty_rows=(2,))
+    rng = np.random.default_rng(8)
+    X0 = rng.normal(size=(60, 5)).astype(np.float32)
+    xb0 = rng.normal(size=60).astype(np.float32)
+    Y = rng.normal(size=(30, 5)).astype(np.float32)
+    yb = rng.normal(size=30).astype(np.float32)
+    order = k.balanced_order(np.diff(m.indptr))
+    out = []
+    for n_blocks, n_threads in ((1, 1), (7, 3), (100, 2)):
+        X, xb = X0.copy(), xb0.copy()
+        args = (m.indptr.astype(np.int64), m.indices, m.data, X, xb, Y, yb, 3.0, 0.1, True)
+        if solver == "cg":
+            k.solve_rows_cg(*args, 3, order, n_blocks, n_threads)
+        else:
+            k.solve_rows_cholesky(*args, order, n_blocks, n_threads)
+        errors = k.row_squared_errors(m.indptr.astype(np.int64), m.indices, m.data, X, xb, Y, yb,
+                                      3.0, n_threads)
+        out.append((X, xb, errors))
+    for X, xb, errors in out[1:]:
+        np.testing.assert_array_equal(X, out[0][0])
+        np.testing.assert_array_equal(xb, out[0][1])
+        np.testing.assert_array_equal(errors, out[0][2])
+    assert not np.array_equal(out[0][0], X0)
+
+
 def test_squared_error_matches_reference():
     m = random_csr(20, 15, 0.5, 5)
     rng = np.random.default_rng(6)

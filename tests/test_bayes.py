@@ -7,7 +7,7 @@ from mfrec import BayesianMF, Ratings
 from mfrec.evaluation import rmse
 from mfrec.io import read_ratings
 from mfrec.kernels import bayes as kb
-from mfrec.kernels.als import balanced_order
+from mfrec.kernels.als import balanced_order, solve_rows_reference
 from mfrec.models import als as als_module
 from mfrec.models import bayes as model_module
 
@@ -45,6 +45,42 @@ def test_sample_rows_matches_reference(fit_bias, weighted, per_row):
     L = np.linalg.cholesky(prec.astype(np.float64))
     expect = mean + off[4 if per_row else 0] + np.linalg.solve(L.T, noise[4])
     np.testing.assert_allclose(X[4], expect, atol=1e-4)
+
+
+@pytest.mark.parametrize("fit_bias", [True, False])
+def test_noise_free_draw_is_the_als_wr_solution(fit_bias):
+    # the chain's start: unit noise precision, row weights 1 / n_u, prior N(0, (reg I)^-1) and
+    # noise_scale=0 give (G'G + reg n_u I)^-1 G't, bias regularised too, empty rows 0
+    m = random_csr(40, 25, 0.3, 9, empty_rows=(6,))
+    d, reg = 5, 0.1
+    k = d - 1 if fit_bias else d
+    rng = np.random.default_rng(10)
+    X = rng.normal(size=(40, d)).astype(np.float32)
+    Y = rng.normal(size=(25, d)).astype(np.float32)
+    n_u = np.diff(m.indptr)
+    xw = (1.0 / np.maximum(n_u, 1)).astype(np.float32)
+    order = balanced_order(n_u)
+    args = (m.indptr.astype(np.int64), m.indices, m.data)
+    prior = (np.zeros(d, np.float32), np.zeros((1, d), np.float32),
+             (reg * np.eye(d)).astype(np.float32), fit_bias)
+    draws = {}
+    for scale, key in ((0.0, 1), (0.0, 2), (1.0, 1), (0.5, 1)):
+        draws[scale, key] = X.copy()
+        kb.sample_rows(*args, draws[scale, key], Y, xw, np.ones(25, np.float32), 3.0, 1.0, *prior,
+                       np.uint64(key), order, 3, noise_scale=scale, n_threads=2)
+    mean = draws[0.0, 1]
+    np.testing.assert_array_equal(mean, draws[0.0, 2])  # no draws made
+    assert np.all(mean[6] == 0)
+    want, want_b = X[:, :k].astype(np.float64), np.zeros(40)
+    yb = Y[:, k] if fit_bias else np.zeros(25, np.float32)
+    solve_rows_reference(m.indptr, m.indices, m.data, want, want_b, Y[:, :k], yb, 3.0, reg,
+                         fit_bias)
+    np.testing.assert_allclose(mean[:, :k], want, atol=2e-4)
+    if fit_bias:
+        np.testing.assert_allclose(mean[:, k], want_b, atol=2e-4)
+    # the noise is scaled around the same mean
+    np.testing.assert_allclose(draws[0.5, 1] - mean, 0.5 * (draws[1.0, 1] - mean), atol=1e-5)
+    assert not np.allclose(draws[1.0, 1], mean, atol=1e-2)
 
 
 @pytest.mark.parametrize("fit_bias", [True, False])
@@ -184,9 +220,10 @@ def test_prediction_is_the_average_over_kept_samples(monkeypatch):
     samples = []
     original = kb.sample_rows
 
-    def recording(indptr, indices, data, X, Y, *args):
-        original(indptr, indices, data, X, Y, *args)
-        if X.shape[0] == 12:           # the item half ends a sweep
+    def recording(indptr, indices, data, X, Y, *args, **kwargs):
+        original(indptr, indices, data, X, Y, *args, **kwargs)
+        # the item half ends a sweep; noise-free calls are the ridge sweeps that start the chain
+        if X.shape[0] == 12 and kwargs.get("noise_scale", 1.0) != 0:
             samples.append((Y.copy(), X.copy()))
 
     monkeypatch.setattr(kb, "sample_rows", recording)

@@ -4,7 +4,7 @@ import pytest
 import scipy.linalg
 import scipy.sparse as sp
 
-from mfrec import as_ratings
+from mfrec import DivergenceError, as_ratings
 from mfrec.kernels.sparse import observed_dots, observed_dots_ref
 from mfrec.models.gd import GradientDescent
 from mfrec.models.nmf import NMF
@@ -180,7 +180,7 @@ def test_gd_divergence_is_reported():
     rng = np.random.default_rng(0)
     X = sp.random(200, 100, density=0.5, random_state=0, format="csr")
     X.data = rng.integers(1, 6, X.nnz).astype(float)
-    with pytest.raises(FloatingPointError, match="diverged .* learning_rate=0.5"):
+    with pytest.raises(DivergenceError, match="diverged .* learning_rate=0.5"):
         GradientDescent(learning_rate=0.5, n_epochs=50, random_state=0).fit(X)
 
 

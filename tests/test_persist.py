@@ -701,7 +701,7 @@ def test_save_refuses_devices_fifos_and_folders(tmp_path, data):
     m = Tiny().fit(data)
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
-    with pytest.raises(ValueError, match="it is a FIFO \\(named pipe\\); model files are "
+    with pytest.raises(ValueError, match="it is a FIFO \\(named pipe\\); mfrec's files are "
                                          "written only to regular files"):
         m.save(fifo)
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)

@@ -445,6 +445,138 @@ def test_requests_during_reloads_never_fail(tmp_path):
     assert not errors and set(seen) <= answers and len(seen) == 100
 
 
+# ---------------------------------------------------------------------- the fast paths and batching
+def _without_fast_paths(app):
+    """``app`` with the middleware's fast paths switched off: every request goes to FastAPI's
+    routes (the middleware stack is built on the first request, from these arguments)."""
+    for mw in app.user_middleware:
+        if "fast" in mw.kwargs:
+            mw.kwargs["fast"] = {}
+    return app
+
+
+JSON = {"Content-Type": "application/json"}
+SAME_ANSWER = [  # (body bytes, headers): the fast path answers or hands back; FastAPI decides
+    (b'{"user": 1003, "n": 4}', JSON),
+    (b'{"user": 1003.0, "n": 4.0, "exclude_seen": false}', JSON),
+    (b'{"user": 1003}', {"Content-Type": "application/json; charset=utf-8"}),
+    (b'{"user": 1003}', {"Content-Type": "application/vnd.api+json"}),
+    (b'{"user": 1003}', {"Content-Type": "text/plain"}),
+    (b'{"user": 1003}', {}),
+    (b'{"user": 1003, "items": [10, 11, 12]}', JSON),
+    (b'{"user": 1003, "items": null, "exclude": []}', JSON),
+    (b'{"user": 5}', JSON),
+    (b'{"user": 123456789012345678901234567890}', JSON),
+    (b'{"user": "1003"}', JSON),
+    (b'{"user": true}', JSON),
+    (b'{"user": 1003, "n": 0}', JSON),
+    (b'{"user": 1003, "n": 1001}', JSON),
+    (b'{"user": 1003, "extra": 1}', JSON),
+    (b'{"user": 1003, "n": NaN}', JSON),
+    (b'{"user": 1003, "user": 1004}', JSON),
+    (b'[1003]', JSON),
+    (b'{user: 1003', JSON),
+    (b'', JSON),
+    (b'\xff\xfe', JSON),
+]
+
+
+def test_fast_paths_answer_as_the_routes(models):
+    # health and single-user recommend skip FastAPI's routing; for any request they give the
+    # same status and body as the routes do (the OpenAPI schema is the routes')
+    from mfrec.serve import create_app
+    fast = LiveServer(create_app(models["explicit"], labels=models["labels"]))
+    slow = LiveServer(_without_fast_paths(create_app(models["explicit"],
+                                                     labels=models["labels"])))
+    try:
+        with httpx.Client(base_url=fast.url, timeout=10) as f, \
+                httpx.Client(base_url=slow.url, timeout=10) as s:
+            for body, headers in SAME_ANSWER:
+                a = f.post("/api/recommend", content=body, headers=headers)
+                b = s.post("/api/recommend", content=body, headers=headers)
+                assert (a.status_code, a.json()) == (b.status_code, b.json()), body
+                assert a.headers["content-type"] == b.headers["content-type"]
+                assert a.headers["x-content-type-options"] == "nosniff"
+
+            def chunked():
+                yield b'{"user": 1003, '
+                yield b'"n": 3}'
+            a = f.post("/api/recommend", content=chunked(), headers=JSON)
+            assert a.status_code == 200 and a.json() == s.post(
+                "/api/recommend", json={"user": 1003, "n": 3}).json()
+            assert f.get("/api/health").json() == s.get("/api/health").json()
+            metrics = f.get("/metrics").text  # the fast paths count and time their requests
+            assert 'route="/api/recommend",status="200"}' in metrics
+            assert 'route="/api/recommend",status="404"}' in metrics
+            assert 'mfrec_http_requests_total{method="GET",route="/api/health",status="200"}' \
+                in metrics
+    finally:
+        fast.close()
+        slow.close()
+
+
+def test_concurrent_requests_are_batched_and_answered_as_alone(models, tmp_path):
+    # requests arriving together are scored in one call of the model; each answer is what the
+    # loaded model gives that user alone (a small catalogue is scored one user at a time), an
+    # unknown user fails alone, and requests hold the snapshot they started on across a reload
+    import asyncio
+
+    from mfrec.serve import create_app
+    from mfrec.serve.app import ClientError, Snapshot
+    service = create_app(models["explicit"]).state.service
+    model = mfrec.load(models["explicit"])
+    other, _ = explicit_model(seed=1, n_factors=4)
+    other.save(tmp_path / "other.mfrec")
+    newer = Snapshot(tmp_path / "other.mfrec", None, 2)
+    users = [1000, 1003, 1003, 1039, 5, 1010]
+
+    async def ask():
+        old = service.current
+        futures = [service.batcher.submit(snap, snap.ids([u], "user", ["user"])[0], u, 5, True)
+                   for snap in (old, newer) for u in users]
+        return await asyncio.gather(*futures, return_exceptions=True)
+    answers = asyncio.run(ask())
+    for j, (fitted, got) in enumerate(zip([model] * 6 + [other] * 6, answers)):
+        u = users[j % 6]
+        if u == 5:
+            assert isinstance(got, ClientError) and got.status == 404
+            continue
+        ids, scores = fitted.recommend([u], n=5)
+        np.testing.assert_array_equal(got[0], ids[0])
+        np.testing.assert_array_equal(got[1], scores[0])  # exactly, not approximately
+    text = service.metrics.text().decode()
+    # one flush, two groups (one per snapshot), 6 requests each
+    assert "mfrec_recommend_batch_users_count 2.0" in text
+    assert "mfrec_recommend_batch_users_sum 12.0" in text
+
+
+def test_many_clients_at_once_get_the_library_answers(server, model):
+    # over HTTP, from several threads: whatever is batched, each body is the lone answer
+    users = model.user_vocab_.ids.tolist()
+    want = {u: model.recommend([u], n=6) for u in users}
+    wrong, errors = [], []
+
+    def client(k):
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            for j in range(30):
+                u = users[(k * 7 + j) % len(users)]
+                r = c.post("/api/recommend", json={"user": u, "n": 6})
+                if r.status_code != 200:
+                    errors.append(r.text)
+                    continue
+                ids, scores = want[u]
+                got = r.json()["items"]
+                if ([x["item"] for x in got] != ids[0].tolist()
+                        or [x["score"] for x in got] != scores[0].tolist()):
+                    wrong.append(u)
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and not wrong
+
+
 # ---------------------------------------------------------------------- metrics and logs
 def test_metrics_and_access_log(models, caplog):
     from mfrec.serve import create_app

@@ -115,11 +115,13 @@ def brute_topn(U, Q, bias, seen_rows, n):
     return -np.sort(-S, axis=1)[:, :n]
 
 
-@settings(max_examples=40, deadline=None)
-@given(m=st.integers(1, 6), n_items=st.integers(1, 30), k=st.integers(1, 4),
-       block=st.integers(1, 12), n=st.integers(1, 8), seed=st.integers(0, 10**6))
-def test_topn_block_equals_brute_force(m, n_items, k, block, n, seed):
-    # the per-partition top-N over item blocks, seen items excluded, equals a full sort
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(1, 6), n_items=st.integers(1, 80), k=st.integers(1, 4),
+       block=st.integers(1, 40), n=st.integers(1, 8), chunk=st.sampled_from([0, 1, 2, 3, 64]),
+       seed=st.integers(0, 10**6))
+def test_topn_block_equals_brute_force(m, n_items, k, block, n, chunk, seed):
+    # the per-partition top-N over item blocks, seen items excluded, equals a full sort, with
+    # candidates pre-selected by chunk maxima (chunk > 0, tiles of >= 2 * n * chunk items) or not
     from mfrec.spark import topn_block
     rng = np.random.default_rng(seed)
     U = rng.standard_normal((m, k)).astype(np.float32)
@@ -130,7 +132,7 @@ def test_topn_block_equals_brute_force(m, n_items, k, block, n, seed):
     indptr = np.r_[0, np.cumsum([len(s) for s in seen_rows])].astype(np.int64)
     indices = np.array([i for s in seen_rows for i in s], dtype=np.int32)
     blocks = [(s, Q[s:s + block], bias[s:s + block]) for s in range(0, n_items, block)]
-    pos, sc = topn_block(U, blocks, indptr, indices, np.arange(m), n)
+    pos, sc = topn_block(U, blocks, indptr, indices, np.arange(m), n, chunk=chunk)
     want = brute_topn(U, Q, bias, seen_rows, n)
     if want.shape[1] < n:
         want = np.hstack([want, np.full((m, n - want.shape[1]), -np.inf)])
@@ -303,8 +305,10 @@ def test_bad_data_is_named(spark):
     import mfrec.spark as ms
     dup = spark.createDataFrame(pd.DataFrame({"user": [1, 1, 2], "item": [3, 3, 4],
                                               "rating": [1.0, 5.0, 2.0]}))
-    with pytest.raises(ValueError, match=r"duplicate \(user, item\) pairs.*\(1, 3\)"):
-        ms.fit(dup, "als", spark=spark, n_factors=2, n_epochs=1)
+    for keep_seen in (True, False):  # found on the driver, or by a count in Spark
+        with pytest.raises(ValueError, match=r"duplicate \(user, item\) pairs.*\(1, 3\).*"
+                                             r"duplicates='mean' or 'sum'"):
+            ms.fit(dup, "als", spark=spark, n_factors=2, n_epochs=1, keep_seen=keep_seen)
     with pytest.raises(ValueError, match="rating_col='stars' is not a column"):
         ms.fit(dup, "als", spark=spark, rating_col="stars")
     nulls = spark.createDataFrame([(1, 3, 1.0), (None, 4, 2.0)], "user int, item int, rating double")
@@ -332,11 +336,30 @@ CLUSTER_SCRIPT = textwrap.dedent("""
     frame = pd.DataFrame({"user": [f"u{j}" for j in rng.integers(0, 40, 600)],
                           "item": rng.integers(0, 30, 600)}).drop_duplicates()
     frame["rating"] = rng.integers(1, 6, len(frame)).astype(float)
+    # keep_seen=False: the distinct ids, encoding, duplicate check and bias passes run in Spark,
+    # as closures on the executors (with keep_seen=True the driver does them)
     model = ms.fit(spark.createDataFrame(frame), "als", spark=spark, n_factors=4, n_epochs=2,
-                   random_state=0, bias_passes=1)
+                   random_state=0, bias_passes=2, keep_seen=False)
     # two executors, each its own JVM process, did the work
     assert spark.sparkContext._jsc.sc().getExecutorIds().size() == 2
-    recs = ms.recommend_all(model, n=5, spark=spark).toPandas().sort_values(["user", "rank"])
+    # vocabularies, mean and biases as a local encoding and the bias passes by hand give them
+    local = mfrec.Ratings.from_frame(frame)
+    assert model.user_vocab_ == local.user_vocab and model.item_vocab_ == local.item_vocab
+    coo = local.csr.tocoo()
+    u, i, r = coo.row, coo.col, coo.data.astype(float)
+    reg = model.regularization
+    mu, den_u, den_i = r.mean(), np.bincount(u) * (1 + reg), np.bincount(i) * (1 + reg)
+    bu = np.bincount(u, r - mu) / den_u
+    bi = np.bincount(i, r - mu - bu[u]) / den_i
+    bu = np.bincount(u, r - mu - bi[i]) / den_u
+    bi = np.bincount(i, r - mu - bu[u]) / den_i
+    assert model.regularization_ == reg and abs(model.global_mean_ - mu) < 1e-6
+    np.testing.assert_allclose(model.user_bias_, bu, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.item_bias_, bi, rtol=1e-5, atol=1e-6)
+    seen = spark.createDataFrame(frame[["user", "item"]])
+    recs = ms.recommend_all(model, n=5, spark=spark, seen=seen).toPandas().sort_values(
+        ["user", "rank"])
+    model.user_items_ = local.csr  # the local recommend excludes the same seen items
     ids, scores = model.recommend(model.user_vocab_.ids, n=5)
     np.testing.assert_allclose(recs.score.to_numpy().reshape(-1, 5), scores, rtol=1e-5)
     got = ms.evaluate(model, spark.createDataFrame(frame), spark=spark, metrics=["rmse"])

@@ -217,28 +217,24 @@ def test_thread_context_restores_blas_limit_when_exits_interleave(monkeypatch):
     # A enters, B enters, A leaves, B leaves: restoring per block (the old code) left the
     # process at B's "original", i.e. A's limit of 1, for good. The BLAS is a stand-in with
     # threadpoolctl's semantics (a real OpenBLAS may ignore limits set from other threads).
-    import threadpoolctl
-
+    import mfrec._threads
     from mfrec._threads import thread_context
 
     blas = {"threads": 3}
 
     class FakeLimits:
-        def __init__(self, limits, user_api):
-            assert user_api == "blas"
+        def __init__(self, limits):
             self.original = blas["threads"]
             blas["threads"] = limits
 
         def restore_original_limits(self):
             blas["threads"] = self.original
 
-        def __enter__(self):
-            return self
+    class FakeController:  # threadpoolctl's ThreadpoolController, narrowed to the BLAS
+        def limit(self, *, limits):
+            return FakeLimits(limits)
 
-        def __exit__(self, *exc):
-            self.restore_original_limits()
-
-    monkeypatch.setattr(threadpoolctl, "threadpool_limits", FakeLimits)
+    monkeypatch.setattr(mfrec._threads, "_blas_controller", lambda: FakeController())
     a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
 
     def first():

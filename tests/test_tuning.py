@@ -108,6 +108,32 @@ def test_ranking_metric_within_budget_and_saved(tmp_path):
     # a tuned model is at least as good on its validation data as trial 0 (the defaults)
     assert res.best_score_ >= first.value
     assert "recall@10" in format_trials(res)
+    # the refit carries the best values over to all the data: the final model uses them
+    final = res.best_model_.get_params()
+    for name, value in res.refit_params_.items():
+        assert final[name] == value
+
+
+def test_implicit_als_carries_alpha_and_regularization_to_denser_data():
+    # 20 x 2000 binary cells: 400 of them in `full` (density 1%), the first 300 in `part`
+    rng = np.random.default_rng(0)
+    cells = rng.choice(40_000, 400, replace=False)
+    users, items = cells // 2000, cells % 2000
+    ones = np.ones(400)
+    full = mfrec.Ratings.from_indices(users, items, ones, shape=(20, 2000))
+    part = mfrec.Ratings.from_indices(users[:300], items[:300], ones[:300], shape=(20, 2000))
+    # "auto": alpha = 1 / w0 - 1 with w0 = 30 * density (mean strength 1, below the 0.5 cap)
+    a_part, a_full = 1 / (30 * 0.0075) - 1, 1 / (30 * 0.01) - 1
+    got = mfrec.ImplicitALS._carry_params({"alpha": 40.0, "regularization": 2.0,
+                                           "n_factors": 8}, part, full)
+    assert got["n_factors"] == 8
+    assert got["alpha"] == pytest.approx(40.0 * a_full / a_part)
+    # regularization stays the same multiple of a mean observation's confidence, 1 + alpha
+    assert got["regularization"] == pytest.approx(2.0 * (1 + got["alpha"]) / (1 + 40.0))
+    # symbolic values stay symbolic; "auto" alpha moves a fixed regularization with itself
+    got = mfrec.ImplicitALS._carry_params({"alpha": "auto", "regularization": 2.0}, part, full)
+    assert got["alpha"] == "auto"
+    assert got["regularization"] == pytest.approx(2.0 * (1 + a_full) / (1 + a_part))
 
 
 def test_rating_metric_with_early_stopping(tmp_path):

@@ -9,7 +9,11 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_int", "check_float", "check_choice", "check_bool", "rng_from", "seed_from"]
+__all__ = ["check_int", "check_float", "check_choice", "check_bool", "rng_from", "seed_from",
+           "count_nonfinite", "row_norms"]
+
+#: elements per chunk of the whole-array checks below: bounded temporaries (4 MB of flags)
+_CHUNK = 1 << 22
 
 
 def check_int(name, value, *, low=None, high=None, allow_none=False):
@@ -76,3 +80,34 @@ def rng_from(random_state):
 def seed_from(rng):
     """An int seed for a Numba kernel, drawn from a Generator."""
     return int(rng.integers(0, 2**31 - 1))
+
+
+def count_nonfinite(a):
+    """Number of NaN or infinite values of array ``a`` (0 for non-float arrays).
+
+    Checked in chunks of the flattened array: ``np.isfinite(a).all()`` would make a boolean
+    temporary as large as ``a`` (a byte per value; half a gigabyte for the user factors of a
+    100M-rating fit).
+    """
+    a = np.asarray(a)
+    if a.dtype.kind not in "fc":
+        return 0
+    flat = a.reshape(-1) if a.flags.c_contiguous else a.ravel(order="K")
+    bad = 0
+    for s in range(0, flat.size, _CHUNK):
+        part = flat[s:s + _CHUNK]
+        bad += part.size - int(np.count_nonzero(np.isfinite(part)))
+    return bad
+
+
+def row_norms(F, rows=None):
+    """Euclidean norm of each row of ``F`` (or of ``F[rows]``), float64, computed in chunks of
+    rows so that no copy of ``F`` is made."""
+    F = np.asarray(F)
+    rows = np.arange(F.shape[0]) if rows is None else np.asarray(rows)
+    out = np.empty(rows.size)
+    step = max(1, _CHUNK // max(F.shape[1], 1))
+    for s in range(0, rows.size, step):
+        block = F[rows[s:s + step]]
+        out[s:s + step] = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
+    return out

@@ -1,15 +1,14 @@
 """Top-N for every user, streamed to Parquet in chunks (``mfrec recommend --all-users``)."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 __all__ = ["recommend_all"]
 
 #: users scored per chunk when ``chunk_size`` is not given; with n=10 a chunk's output is
-#: 65,536 x 10 rows (a few MB), and the scoring kernel tiles the catalogue internally, so memory
-#: is bounded by the chunk, never by the number of users.
+#: 65,536 x 10 rows (a few MB), the exact kernel tiles the catalogue internally and the index
+#: holds (users x candidates) ids and scores for at most 32,768 users at a time (tens of MB), so
+#: memory is bounded by the chunk, never by the number of users.
 DEFAULT_CHUNK = 65_536
 
 
@@ -61,8 +60,9 @@ def recommend_all(model, output, *, n=10, users=None, exclude_seen=True, chunk_s
         Users scored and written at a time (default :data:`DEFAULT_CHUNK`). Memory is bounded by
         the chunk, not by the number of users.
     index : mfrec.index.ItemIndex, optional
-        An approximate index built from this model: much faster on large catalogues, with the
-        recall the index was built for. Default: exact scoring.
+        An approximate index built from this very model object (``ItemIndex().fit(model)`` or
+        ``ItemIndex.load(path, model)``): much faster on large catalogues, with the index's
+        recall. Default: exact scoring.
     progress : bool, default=False
         A progress bar over users.
 
@@ -70,6 +70,11 @@ def recommend_all(model, output, *, n=10, users=None, exclude_seen=True, chunk_s
     -------
     int
         Number of users written.
+
+    Raises
+    ------
+    ValueError
+        If ``index`` was built from another model object.
     """
     from ._validation import check_bool, check_int
 
@@ -82,8 +87,14 @@ def recommend_all(model, output, *, n=10, users=None, exclude_seen=True, chunk_s
     else:
         uidx = np.asarray(model.user_vocab_.lookup(users), dtype=np.int64)
     pa, pq = _arrow()
-    from .persist import _save_target, _write_atomically
-    target, mode = _save_target(output)  # only a regular file is ever replaced
+    from .persist import save_target, write_atomically
+    target, mode = save_target(output)  # only a regular file is ever replaced
+    if index is not None:
+        from .models.base import _ids_with_padding
+        index._check_built()
+        if index._model is not model:
+            raise ValueError("index was built from another model object; build it with "
+                             "ItemIndex().fit(model) or ItemIndex.load(path, model)")
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -95,8 +106,11 @@ def recommend_all(model, output, *, n=10, users=None, exclude_seen=True, chunk_s
             for start in range(0, uidx.size, chunk):
                 part = uidx[start:start + chunk]
                 raw = model.user_vocab_.to_ids(part)
-                source = model if index is None else index
-                ids, scores = source.recommend(raw, n=n, exclude_seen=exclude_seen)
+                if index is None:
+                    ids, scores = model.recommend(raw, n=n, exclude_seen=exclude_seen)
+                else:  # by index: no round trip through the raw ids
+                    idx, scores = index._recommend_indices(part, n, exclude_seen)
+                    ids = _ids_with_padding(model.item_vocab_, idx)
                 keep = np.isfinite(scores)
                 ranks = np.broadcast_to(np.arange(1, scores.shape[1] + 1, dtype=np.int32),
                                         scores.shape)
@@ -112,7 +126,7 @@ def recommend_all(model, output, *, n=10, users=None, exclude_seen=True, chunk_s
             writer.close()
 
     try:
-        _write_atomically(target, mode, write)
+        write_atomically(target, mode, write)
     finally:
         if bar is not None:
             bar.close()

@@ -19,6 +19,7 @@ import re
 import stat
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -774,13 +775,64 @@ class _Progress:
             self.bar.close()
 
 
+_DONE = object()
+
+
+def _prefetch(items, depth=1):
+    """Iterate over ``items`` while a worker thread makes the next ``depth`` of them.
+
+    The readers' chunks come from pyarrow (which decodes without the GIL) and are consumed by
+    NumPy and Numba code (the kernels release the GIL too), so on two or more cores reading the
+    next chunk overlaps with encoding and placing this one instead of waiting for it. At most
+    ``depth`` chunks wait in the queue, so memory stays bounded by the chunk size. An exception
+    of the producer (a bad row, a broken file) is raised here, in the consumer, unchanged; when
+    the consumer stops early the worker stops at its next chunk.
+    """
+    import queue
+
+    q = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry):
+        while not stop.is_set():
+            try:
+                q.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((True, _DONE))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put((False, exc))
+
+    worker = threading.Thread(target=work, name="mfrec-read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 def _build(reader, index, kinds, *, duplicates, user_vocab, item_vocab, source, progress):
     uk, ik, rk, tk = (index[r] for r in _CANON)
     users, items = _IdColumn("user", user_vocab), _IdColumn("item", item_vocab)
     bar = _Progress(progress, 2 * reader.total, reader.unit, getattr(reader, "inp").name)
     try:
         # pass 1: ids and per-user counts
-        for _, cols in reader.chunks([uk, ik], kinds):
+        for _, cols in _prefetch(reader.chunks([uk, ik], kinds)):
             users.add(cols[uk])
             items.add(cols[ik])
             bar(reader.done)
@@ -794,7 +846,7 @@ def _build(reader, index, kinds, *, duplicates, user_vocab, item_vocab, source, 
         want = [k for k in (uk, ik, rk, tk) if k is not None]
         small = nnz < _KERNEL_MIN_NNZ
         fill, parts, use_fill = None, [], None
-        for where, cols in reader.chunks(want, kinds):
+        for where, cols in _prefetch(reader.chunks(want, kinds)):
             u = users.encode(cols[uk], user_vocab)
             i = items.encode(cols[ik], item_vocab)
             v = (np.ones(u.size, np.float32) if rk is None

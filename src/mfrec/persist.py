@@ -40,7 +40,7 @@ from ._version import __version__
 from .data import Vocabulary
 
 __all__ = ["save_model", "load", "read_header", "ModelFileError", "FORMAT_NAME",
-           "FORMAT_VERSION"]
+           "FORMAT_VERSION", "save_target", "write_atomically"]
 
 FORMAT_NAME = "mfrec-model"
 FORMAT_VERSION = 1
@@ -190,7 +190,7 @@ def save_model(model, path):
         raise NotFittedError(f"this {type(model).__name__} is not fitted yet; fit it before "
                              f"saving")
     path = Path(path)
-    target, mode = _save_target(path)  # checked before the (possibly long) encoding
+    target, mode = save_target(path)  # checked before the (possibly long) encoding
     notes = []
     params = {}
     for name, value in model.get_params().items():
@@ -255,7 +255,7 @@ def save_model(model, path):
                 with zf.open(f"{key}.npy", "w", force_zip64=arr.nbytes > (1 << 30)) as f:
                     np.lib.format.write_array(f, np.asanyarray(arr), allow_pickle=False)
 
-    _write_atomically(target, mode, write)
+    write_atomically(target, mode, write)
     return path
 
 
@@ -277,8 +277,36 @@ def _file_kind(mode):
     return "not a regular file"
 
 
-def _save_target(path):
-    """(real file to replace, its mode or None when new) of a save path, or a clear error."""
+def save_target(path):
+    """Resolve where a save to ``path`` will write, refusing anything but a regular file.
+
+    The first half of every mfrec save (models, ``ItemIndex`` files, ``recommend_all``
+    output); call it before a long computation so that a bad path fails at once, then hand its
+    result to :func:`write_atomically`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write. A symbolic link (or chain of them) is followed to its target, which
+        is what gets replaced.
+
+    Returns
+    -------
+    target : pathlib.Path
+        The real file to create or replace.
+    mode : int or None
+        Its permission bits when it exists (the new file keeps them), None when it is new.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder does not exist.
+    IsADirectoryError
+        If ``path`` is a folder.
+    ValueError
+        If ``path`` is a symbolic link loop, a FIFO, a device, a socket or anything else that
+        is not a regular file (it is left untouched).
+    """
     target = Path(os.path.realpath(path))  # a symbolic link (chain) is followed to its target
     folder = target.parent
     if not folder.is_dir():
@@ -292,11 +320,11 @@ def _save_target(path):
         raise ValueError(f"cannot save to {str(path)!r}: it is a symbolic link loop")
     if stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(f"cannot save to {str(path)!r}: it is a folder; give a file "
-                                f"name such as {str(Path(path) / 'model.mfrec')!r}")
+                                f"name inside it, such as {str(Path(path) / 'model.mfrec')!r}")
     if not stat.S_ISREG(st.st_mode):
         shown = f"{str(path)!r}" + (f" (a link to {str(target)!r})" if target != Path(path)
                                     else "")
-        raise ValueError(f"cannot save to {shown}: it is {_file_kind(st.st_mode)}; model files "
+        raise ValueError(f"cannot save to {shown}: it is {_file_kind(st.st_mode)}; mfrec's files "
                          f"are written only to regular files, so it was left untouched")
     return target, stat.S_IMODE(st.st_mode)
 
@@ -358,8 +386,24 @@ def _remove_stale_temps(folder, name, own):
             os.close(fd)
 
 
-def _write_atomically(target, mode, write):
-    """Write ``target`` through ``write(fileobj)`` into a temporary file, then rename it."""
+def write_atomically(target, mode, write):
+    """Write a file all at once or not at all: into a temporary file, then renamed over it.
+
+    Readers of ``target`` see the old file or the complete new one, never a partial write; a
+    failure (or interrupt) inside ``write`` removes the temporary file and leaves ``target`` as
+    it was. Temporary files left by savers that died are cleaned up on the way.
+
+    Parameters
+    ----------
+    target : pathlib.Path
+        The file to create or replace, as returned by :func:`save_target`.
+    mode : int or None
+        Permission bits to give the new file (those of the file it replaces); None leaves the
+        umask's.
+    write : callable
+        ``write(fileobj)`` writes the whole content to a binary file object (seekable, opened
+        for writing); it is flushed and synced to disk before the rename.
+    """
     folder = target.parent
     fd, tmp = _create_temp(folder, target.name)
     try:

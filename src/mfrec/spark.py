@@ -8,13 +8,19 @@ fitted mfrec model inside Spark, for user bases and test sets too large for one 
 
 What happens where:
 
-- In Spark: reading, validation counts, the id vocabularies (distinct ids), the encoding of raw
-  ids to indices, the biases, the factorization, the top-N products and the metrics.
-- On the driver: the vocabularies (sorted exactly as a local fit sorts them), the factors, the
-  biases and — with ``keep_seen=True`` — the training interactions as a CSR matrix
-  (``user_items_``, 8 bytes per rating: int32 item index and float32 value), which local models
-  hold to exclude seen items. :func:`recommend_all` broadcasts the user and item factors and
-  that matrix to the executors.
+- In Spark: reading, the factorization, the top-N products and the metrics.
+- With ``keep_seen=True`` (the default) the model holds every training rating (``user_items_``,
+  a CSR matrix of 8 bytes per rating: int32 item index and float32 value, which local models
+  hold to exclude seen items), so :func:`fit` reads the ratings to the driver once and checks
+  them, builds the vocabularies, encodes the ids and fits the biases there, in Arrow and NumPy;
+  the encoded residuals (12 bytes per rating) go back to Spark's ALS. This costs one Spark job
+  where doing each step in Spark costs a dozen (every job a scan, several a shuffle).
+- With ``keep_seen=False`` the ratings never come to the driver: the checks, the vocabularies
+  (distinct ids), the encoding, the duplicate check and the bias passes run in Spark, and only
+  the distinct ids, per-user/per-item sums and the factors are collected.
+- On the driver in both cases: the vocabularies (sorted exactly as a local fit sorts them), the
+  factors and the biases. :func:`recommend_all` broadcasts the user and item factors and the
+  seen-items matrix to the executors.
 
 Requirements: ``pip install 'mfrec[spark]'`` (pyspark, pyarrow) and a Java runtime (17 or newer
 for pyspark 4). On a cluster, mfrec and NumPy must be installed on the executors too (or shipped
@@ -385,15 +391,18 @@ def fit(data, model="als", *, spark=None, user_col="user", item_col="item", rati
         Column names. ``rating_col=None`` counts every row as an interaction of strength 1.
     bias_passes : int, default=3
         Alternating passes (users, then items) of the bias model fitted before the factors
-        (explicit ALS with ``biases=True``); each pass is two scans of the cached ratings.
+        (explicit ALS with ``biases=True``): NumPy on the driver with ``keep_seen=True``, else
+        two scans of the cached ratings in Spark per pass.
     duplicates : {"error", "mean", "sum"}, default="error"
-        Repeated (user, item) pairs: an error naming them (as a local fit), or merged in Spark.
+        Repeated (user, item) pairs: an error naming them (as a local fit), or merged (on the
+        driver with ``keep_seen=True``, in Spark otherwise).
     keep_seen : bool, default=True
         Collect the training interactions to the driver as ``user_items_`` (CSR, 8 bytes per
         rating), as a local model holds them, so ``recommend(exclude_seen=True)``, fold-in and
-        :func:`recommend_all` work. With False the model's ``user_items_`` is empty: nothing is
-        excluded as seen unless :func:`recommend_all` is given ``seen=``, and the training RMSE
-        is not computed.
+        :func:`recommend_all` work; the vocabularies, encoding and biases are then computed on
+        the driver from them (see the module notes). With False the model's ``user_items_`` is
+        empty: nothing is excluded as seen unless :func:`recommend_all` is given ``seen=``, and
+        the training RMSE is not computed; the ratings stay in Spark.
     read_options : dict, optional
         Options of Spark's reader when ``data`` is a path (``sep``, ``header``, ``format``,
         ``names`` as "user,item,rating", ...).
@@ -413,8 +422,8 @@ def fit(data, model="als", *, spark=None, user_col="user", item_col="item", rati
         Fitted, with the same attributes as a local fit: ``user_factors_``, ``item_factors_``
         (float32), ``user_bias_``, ``item_bias_``, ``global_mean_``, ``user_vocab_``,
         ``item_vocab_`` (the sorted distinct ids: integer columns give int64, strings an object
-        array of str, floating-point columns float64, as a local fit from pandas), ``rating_range_``,
-        ``user_items_``; ALS also ``regularization_``, and ``loss_history_`` and
+        array of str, floating-point columns float64, as a local fit from pandas),
+        ``rating_range_``, ``user_items_``; ALS also ``regularization_``, and ``loss_history_`` and
         ``train_rmse_history_`` with one entry, after the last sweep (Spark does not report
         per-iteration losses).
 
@@ -443,8 +452,8 @@ def fit(data, model="als", *, spark=None, user_col="user", item_col="item", rati
     ``random_state``        ``seed`` (an int seed is passed as is; None or a Generator draws
                             one). Spark's initial factors are its own, so a Spark fit and a local
                             fit with the same seed differ by their starting point.
-    ``biases``              Spark's ALS has no biases. They are fitted in Spark before the
-                            factors: ``bias_passes`` alternating passes of the bias model with
+    ``biases``              Spark's ALS has no biases. They are fitted before the factors
+                            (see ``bias_passes``): alternating passes of the bias model with
                             the same weighted penalty (``b_u = sum(r - mu - b_i) / (n_u (1 +
                             regularization))``), then Spark's ALS factorizes the residuals
                             ``r - mu - b_u - b_i``. mfrec.ALS solves biases and factors jointly;
@@ -482,7 +491,6 @@ def fit(data, model="als", *, spark=None, user_col="user", item_col="item", rati
         raise ValueError("rating_col=None (every row an interaction) needs model='implicit-als'")
     _require_pyspark()
     from pyspark.ml.recommendation import ALS as SparkALS
-    from pyspark.storagelevel import StorageLevel
 
     spark = _session(spark)
     extra = dict(spark_params or {})
@@ -500,41 +508,41 @@ def fit(data, model="als", *, spark=None, user_col="user", item_col="item", rati
 
     df = _select(_read(spark, data, read_options), user_col, item_col, rating_col)
     clock = _Phases()
-    stats = _stats(df)
-    clock("read+validate")
-    _check_stats(stats, implicit, user_col, item_col, rating_col)
-    user_vocab = _vocabulary(df, "user", "user")
-    item_vocab = _vocabulary(df, "item", "item")
-    n_users, n_items = len(user_vocab), len(item_vocab)
-    clock("vocabulary")
-    if max(n_users, n_items) >= 2**31 - 1:
-        raise ValueError(f"{n_users} users and {n_items} items: Spark's ALS takes at most "
-                         f"2**31 - 2 of each")
-
-    enc = _encode_frame(df, user_vocab, item_vocab)
-    if duplicates != "error":
-        from pyspark.sql import functions as F
-        merge = F.avg("r") if duplicates == "mean" else F.sum("r")
-        enc = enc.groupBy("u", "i").agg(merge.cast("float").alias("r"))
-    parallelism = spark.sparkContext.defaultParallelism
-    if enc.rdd.getNumPartitions() < parallelism:
-        # one Parquet file is one partition: spread the scans over every core
-        enc = enc.repartition(parallelism)
-    enc = enc.persist(StorageLevel.MEMORY_AND_DISK)
+    enc = None
     try:
-        seen = None
         if keep_seen:
-            seen = _collect_seen(enc, user_vocab, item_vocab)
-            clock("encode+collect seen")
-        elif duplicates == "error":
-            _check_no_duplicates(enc, user_vocab, item_vocab)
-        nnz = int(seen.nnz) if seen is not None else int(stats["n"])
-        if duplicates != "error" and seen is None:
-            nnz = enc.count()
+            # the model holds every rating anyway: one Spark read brings them here, and the
+            # checks, vocabularies, encoding and biases run in NumPy/Arrow instead of a dozen
+            # Spark jobs
+            seen, user_vocab, item_vocab, stats = _collect_ratings(
+                df, implicit, duplicates, user_col, item_col, rating_col)
+            nnz = int(seen.nnz)
+            clock("collect+encode")
+        else:
+            stats = _stats(df)
+            _check_stats(stats, implicit, user_col, item_col, rating_col)
+            clock("read+validate")
+            user_vocab = _vocabulary(df, "user", "user")
+            item_vocab = _vocabulary(df, "item", "item")
+            clock("vocabulary")
+            seen, enc = None, _spark_encoded(df, user_vocab, item_vocab, duplicates)
+            nnz = int(stats["n"])
+        n_users, n_items = len(user_vocab), len(item_vocab)
+        if max(n_users, n_items) >= 2**31 - 1:
+            raise ValueError(f"{n_users} users and {n_items} items: Spark's ALS takes at most "
+                             f"2**31 - 2 of each")
 
         k, n_epochs = int(estimator.n_factors), int(estimator.n_epochs)
         alpha = 1.0
+        seed = estimator.random_state
+        seed = int(seed) if isinstance(seed, numbers.Integral) else int(
+            rng_from(seed).integers(0, 2**31 - 1))
+        passes = bias_passes if not implicit and estimator.biases else 0
+        mu = 0.0
+        bu, bi = np.zeros(n_users), np.zeros(n_items)
         if implicit:
+            if enc is not None and duplicates != "error":
+                nnz = enc.count()
             # "auto" alpha and regularization resolved from the data as a local fit does
             from types import SimpleNamespace
             counts = seen if seen is not None else SimpleNamespace(
@@ -543,23 +551,16 @@ def fit(data, model="als", *, spark=None, user_col="user", item_col="item", rati
             alpha, reg = estimator._scaled_defaults(counts)
         else:
             reg = float(estimator.regularization)
-        seed = estimator.random_state
-        seed = int(seed) if isinstance(seed, numbers.Integral) else int(
-            rng_from(seed).integers(0, 2**31 - 1))
-        if implicit:
-            mu = 0.0
-            bu, bi = np.zeros(n_users), np.zeros(n_items)
-            train = enc
-        else:
             if seen is not None:
-                mu = float(np.mean(seen.data, dtype=np.float64))
+                mu, bu, bi = _fit_biases_local(seen, reg, passes)
             else:
-                mu = float(_partition_sums(enc, lambda b: np.array(
-                    [b.column(2).to_numpy().astype(np.float64).sum()]), 1)[0] / nnz)
-            bu, bi = _fit_biases(enc, n_users, n_items, mu, reg,
-                                 bias_passes if estimator.biases else 0)
-            train = _residuals(enc, mu, bu, bi)
+                mu, bu, bi = _fit_biases(enc, n_users, n_items, reg, passes)
             clock("biases")
+        if seen is not None:
+            train = _driver_frame(spark, seen, mu, bu, bi)
+            clock("ratings to Spark")
+        else:
+            train = enc if implicit else _residuals(enc, mu, bu, bi)
         als = SparkALS(rank=k, maxIter=n_epochs, regParam=reg, implicitPrefs=implicit,
                        alpha=float(alpha), seed=seed, userCol="u",
                        itemCol="i", ratingCol="r", nonnegative=False, **extra)
@@ -569,7 +570,8 @@ def fit(data, model="als", *, spark=None, user_col="user", item_col="item", rati
         Q = _collect_factors(fitted.itemFactors, n_items, k)
         clock("collect factors")
     finally:
-        enc.unpersist()
+        if enc is not None:
+            enc.unpersist()
 
     est = estimator
     # as a local fit records the columns it read (None for a rating column that is absent)
@@ -631,14 +633,77 @@ def _check_stats(stats, implicit, user_col, item_col, rating_col):
                          f"of {stats['lo']} in column {rating_col!r}")
 
 
-def _collect_seen(enc, user_vocab, item_vocab):
-    """The encoded ratings collected as the local CSR (duplicates are an error, named)."""
+def _collect_ratings(df, implicit, duplicates, user_col, item_col, rating_col):
+    """The ratings brought to the driver once, checked and encoded as a local fit encodes them.
+
+    Returns ``(seen, user_vocab, item_vocab, stats)``: the CSR (float32 values; repeated pairs
+    an error naming them, or merged by ``duplicates``), the sorted vocabularies and the
+    :func:`_stats` figures of the raw ratings.
+    """
     from .data import Ratings
 
-    table = _to_arrow(enc)
-    ratings = Ratings(_column(table, "u"), _column(table, "i"), _column(table, "r"),
-                      user_vocab=user_vocab, item_vocab=item_vocab)
-    return ratings.csr
+    table = _to_arrow(df)
+    r = _column(table, "rating").astype(np.float64, copy=False)  # nulls arrive as NaN
+    ok = np.isfinite(r)
+    good = r[ok] if not ok.all() else r
+    stats = {"n": table.num_rows, "null_user": table.column("user").null_count,
+             "null_item": table.column("item").null_count, "bad": int(r.size - good.size),
+             "lo": float(good.min()) if good.size else None,
+             "hi": float(good.max()) if good.size else None}
+    _check_stats(stats, implicit, user_col, item_col, rating_col)
+    u, user_vocab = _encode_column(table.column("user"), "user")
+    i, item_vocab = _encode_column(table.column("item"), "item")
+    del table
+    try:
+        seen = Ratings(u, i, r, user_vocab=user_vocab, item_vocab=item_vocab,
+                       duplicates=duplicates).csr
+    except ValueError as exc:
+        # the local message offers 'last' too, which has no meaning for rows read from Spark
+        raise ValueError(str(exc).replace("'mean', 'last' or 'sum'", "'mean' or 'sum'")) from None
+    return seen, user_vocab, item_vocab, stats
+
+
+def _encode_column(col, name):
+    """(int indices, Vocabulary) of an Arrow id column, the vocabulary sorted as a local fit
+    sorts it (``mfrec.data._encode``).
+
+    Numbers go through ``_encode`` itself. Strings are hashed by Arrow: only the distinct ids
+    become Python strings (to be sorted), not one object per rating. ``col`` is not empty.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from .data import _encode
+
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        vocab = _encode(pc.unique(col).to_numpy(zero_copy_only=False), None, name)[1]
+        codes = pc.index_in(col, value_set=pa.array(vocab.ids, col.type))
+        return codes.to_numpy().astype(np.int32, copy=False), vocab
+    return _encode(col.to_numpy(), None, name)
+
+
+def _spark_encoded(df, user_vocab, item_vocab, duplicates):
+    """(u, i, r) encoded in Spark, repeated pairs merged or refused, persisted for the bias
+    passes and the ALS (the caller unpersists)."""
+    from pyspark.sql import functions as F
+    from pyspark.storagelevel import StorageLevel
+
+    enc = _encode_frame(df, user_vocab, item_vocab)
+    if duplicates != "error":
+        merge = F.avg("r") if duplicates == "mean" else F.sum("r")
+        enc = enc.groupBy("u", "i").agg(merge.cast("float").alias("r"))
+    parallelism = df.sparkSession.sparkContext.defaultParallelism
+    if enc.rdd.getNumPartitions() < parallelism:
+        # one Parquet file is one partition: spread the scans over every core
+        enc = enc.repartition(parallelism)
+    enc = enc.persist(StorageLevel.MEMORY_AND_DISK)
+    if duplicates == "error":
+        try:
+            _check_no_duplicates(enc, user_vocab, item_vocab)
+        except BaseException:
+            enc.unpersist()
+            raise
+    return enc
 
 
 def _check_no_duplicates(enc, user_vocab, item_vocab):
@@ -654,17 +719,51 @@ def _check_no_duplicates(enc, user_vocab, item_vocab):
                          f"or 'sum' to combine them")
 
 
-def _fit_biases(enc, n_users, n_items, mu, reg, passes):
-    """User and item biases of the weighted-lambda bias model, by alternating passes in Spark.
+# The bias model fitted before the factors: alternating passes, each solving one side exactly
+# with the other fixed, b_u = sum_i (r_ui - mu - b_i) / (n_u * (1 + reg)) — the bias part of
+# mfrec.ALS's row solve with the factors at zero. The same half-pass serves users and items,
+# on the driver's CSR or on Spark partitions.
+def _bias_sums(rows, cols, r, mu, other_bias, size):
+    """``sum over each row of (r - mu - other_bias[col])``: the numerator of one side's biases
+    (users: rows are users, cols items; items: the reverse)."""
+    return np.bincount(rows, r - mu - other_bias[cols], minlength=size)
 
-    Each half-pass solves one side exactly with the other fixed:
-    ``b_u = sum_i (r_ui - mu - b_i) / (n_u * (1 + reg))`` — the bias part of mfrec.ALS's row
-    solve with the factors at zero.
-    """
-    bu, bi = np.zeros(n_users), np.zeros(n_items)
+
+def _alternate(half, user_sums, n_u, n_i, reg, passes):
+    """``(bu, bi)`` after ``passes >= 1`` alternating passes, from the first pass's user sums
+    (:func:`_bias_sums` with the item biases at zero); ``half(side, other_bias)`` gives
+    :func:`_bias_sums` of ``side`` ("user" or "item")."""
+    den_u = np.maximum(n_u, 1) * (1.0 + reg)
+    den_i = np.maximum(n_i, 1) * (1.0 + reg)
+    bu = user_sums / den_u
+    for _ in range(passes - 1):
+        bu = half("user", half("item", bu) / den_i) / den_u
+    return bu, half("item", bu) / den_i
+
+
+def _fit_biases_local(seen, reg, passes):
+    """``(mu, bu, bi)`` from the CSR on the driver (float64)."""
+    n_users, n_items = seen.shape
+    u = np.repeat(np.arange(n_users, dtype=np.int32), np.diff(seen.indptr))
+    i, r = seen.indices, seen.data.astype(np.float64)
+    mu = float(r.mean())
     if passes == 0:
-        return bu, bi
+        return mu, np.zeros(n_users), np.zeros(n_items)
+    sides = {"user": (u, i, n_users), "item": (i, u, n_items)}
 
+    def half(side, other):
+        rows, cols, size = sides[side]
+        return _bias_sums(rows, cols, r, mu, other, size)
+
+    bu, bi = _alternate(half, half("user", np.zeros(n_items)),
+                        np.bincount(u, minlength=n_users).astype(np.float64),
+                        np.bincount(i, minlength=n_items).astype(np.float64), reg, passes)
+    return mu, bu, bi
+
+
+def _fit_biases(enc, n_users, n_items, reg, passes):
+    """``(mu, bu, bi)`` by passes over the encoded ratings in Spark: the first gathers the
+    counts and sums (hence the mean), each later one a half-pass."""
     def counts_and_sums(batch):
         u = batch.column(0).to_numpy()
         i = batch.column(1).to_numpy()
@@ -674,36 +773,50 @@ def _fit_biases(enc, n_users, n_items, mu, reg, passes):
                                np.bincount(i, minlength=n_items)])
 
     first = _partition_sums(enc, counts_and_sums, 2 * n_users + n_items)
-    nu, su = first[:n_users], first[n_users:2 * n_users]
-    ni = first[2 * n_users:]
-    den_u = np.maximum(nu, 1) * (1.0 + reg)
-    den_i = np.maximum(ni, 1) * (1.0 + reg)
-    bu = (su - nu * mu) / den_u
+    n_u, s_u, n_i = first[:n_users], first[n_users:2 * n_users], first[2 * n_users:]
+    mu = float(s_u.sum() / n_u.sum())
+    if passes == 0:
+        return mu, np.zeros(n_users), np.zeros(n_items)
     sc = enc.sparkSession.sparkContext
-    for p in range(passes):
-        b_bu = sc.broadcast(bu)
+    sizes = {"user": n_users, "item": n_items}
 
-        def item_sums(batch, b_bu=b_bu):
+    def half(side, other):
+        b_other = sc.broadcast(other)
+        size = sizes[side]
+
+        def sums(batch):
             u = batch.column(0).to_numpy()
             i = batch.column(1).to_numpy()
             r = batch.column(2).to_numpy().astype(np.float64)
-            return np.bincount(i, r - mu - b_bu.value[u], minlength=n_items)
+            rows, cols = (u, i) if side == "user" else (i, u)
+            return _bias_sums(rows, cols, r, mu, b_other.value, size)
 
-        bi = _partition_sums(enc, item_sums, n_items) / den_i
-        b_bu.unpersist()
-        if p == passes - 1:
-            break
-        b_bi = sc.broadcast(bi)
+        try:
+            return _partition_sums(enc, sums, size)
+        finally:
+            b_other.unpersist()
 
-        def user_sums(batch, b_bi=b_bi):
-            u = batch.column(0).to_numpy()
-            i = batch.column(1).to_numpy()
-            r = batch.column(2).to_numpy().astype(np.float64)
-            return np.bincount(u, r - mu - b_bi.value[i], minlength=n_users)
+    bu, bi = _alternate(half, s_u - n_u * mu, n_u, n_i, reg, passes)
+    return mu, bu, bi
 
-        bu = _partition_sums(enc, user_sums, n_users) / den_u
-        b_bi.unpersist()
-    return bu, bi
+
+def _driver_frame(spark, seen, mu, bu, bi):
+    """The driver's CSR as the Spark DataFrame ALS factorizes: (u int, i int, r float), ``r`` the
+    residual ``rating - mu - b_u - b_i`` (the rating itself when all are zero), in one partition
+    per core."""
+    import pyarrow as pa
+
+    u = np.repeat(np.arange(seen.shape[0], dtype=np.int32), np.diff(seen.indptr))
+    i = seen.indices.astype(np.int32, copy=False)
+    r = seen.data.astype(np.float32, copy=True)
+    if mu or bu.any() or bi.any():
+        r -= np.float32(mu)
+        r -= bu.astype(np.float32)[u]
+        r -= bi.astype(np.float32)[i]
+    frame = spark.createDataFrame(pa.table({"u": u, "i": i, "r": r}))
+    # createDataFrame makes one partition per Arrow batch (10,000 rows by default): merged into
+    # one per core, ALS's first stage runs a few large tasks instead of hundreds of small ones
+    return frame.coalesce(max(1, spark.sparkContext.defaultParallelism))
 
 
 def _residuals(enc, mu, bu, bi):
@@ -775,7 +888,7 @@ def _item_blocks(sc, model, item_block):
             for start in range(0, Q.shape[0], item_block)]
 
 
-def topn_block(U, blocks, seen_indptr, seen_indices, rows, n):
+def topn_block(U, blocks, seen_indptr, seen_indices, rows, n, *, chunk=64):
     """Top-``n`` item indices and scores of each user against item blocks (NumPy).
 
     Parameters
@@ -788,6 +901,9 @@ def topn_block(U, blocks, seen_indptr, seen_indices, rows, n):
     rows : int64 array of shape (m,)
         Row of each user in the seen matrix; -1 excludes nothing.
     n : int
+    chunk : int, default=64
+        Width of the column chunks that pre-select candidates in a score tile (see Notes); 0
+        selects from whole tiles.
 
     Returns
     -------
@@ -795,6 +911,13 @@ def topn_block(U, blocks, seen_indptr, seen_indices, rows, n):
         Item indices, best first; -1 pads rows with fewer than ``n`` candidates.
     scores : float32 array of shape (m, n)
         ``bias[i] + U[u] . Q[i]``; ``-inf`` in the padding.
+
+    Notes
+    -----
+    A user's best ``n`` items of a tile lie in the ``n`` chunks of ``chunk`` columns with the
+    highest maxima (ties aside): any other chunk is beaten by ``n`` chunks each holding a better
+    score. So each tile costs one max-reduction and a selection among ``n * chunk`` gathered
+    scores per user, a few times cheaper than a selection over the whole row.
     """
     m = U.shape[0]
     best_pos = np.full((m, 0), -1, np.int64)
@@ -813,12 +936,7 @@ def topn_block(U, blocks, seen_indptr, seen_indices, rows, n):
         if seen_indptr is not None and seen_item.size:
             sel = (seen_item >= start) & (seen_item < start + Q.shape[0])
             S[seen_row[sel], seen_item[sel] - start] = -np.inf
-        take = min(n, S.shape[1])
-        if take < S.shape[1]:
-            part = np.argpartition(-S, take - 1, axis=1)[:, :take]
-        else:
-            part = np.broadcast_to(np.arange(S.shape[1]), S.shape).copy()
-        cand_sc = np.take_along_axis(S, part, axis=1)
+        part, cand_sc = _select_tile(S, n, chunk)
         best_pos = np.concatenate([best_pos, part + start], axis=1)
         best_sc = np.concatenate([best_sc, cand_sc], axis=1)
         if best_pos.shape[1] > n:
@@ -834,6 +952,32 @@ def topn_block(U, blocks, seen_indptr, seen_indices, rows, n):
         best_pos = np.hstack([best_pos, np.full((m, pad), -1, np.int64)])
         best_sc = np.hstack([best_sc, np.full((m, pad), -np.inf, np.float32)])
     return best_pos, best_sc
+
+
+def _select_tile(S, n, chunk):
+    """(columns, scores) of the ``min(n, columns)`` best scores per row of a tile, in no order.
+
+    NaN scores are picked only when there are not enough others (NumPy sorts them last, so the
+    whole-row path selects on ``-S``; ``maximum`` propagates them, so the chunked path, taken
+    only when no chunk maximum is NaN, never meets one).
+    """
+    c = S.shape[1]
+    take = min(n, c)
+    if chunk and c >= 2 * n * chunk:
+        maxima = np.maximum.reduceat(S, np.arange(0, c, chunk), axis=1)
+        if not np.isnan(maxima).any():  # NaN maxima would crowd out real chunks
+            n_chunks = maxima.shape[1]
+            top = np.argpartition(maxima, n_chunks - n, axis=1)[:, -n:]
+            cols = (top[:, :, None] * chunk + np.arange(chunk)).reshape(S.shape[0], -1)
+            vals = np.take_along_axis(S, np.minimum(cols, c - 1), axis=1)
+            vals[cols >= c] = -np.inf  # past the end of a short last chunk
+            keep = np.argpartition(vals, vals.shape[1] - n, axis=1)[:, -n:]
+            return np.take_along_axis(cols, keep, axis=1), np.take_along_axis(vals, keep, axis=1)
+    if take < c:
+        part = np.argpartition(-S, take - 1, axis=1)[:, :take]
+    else:
+        part = np.broadcast_to(np.arange(c), S.shape).copy()
+    return part, np.take_along_axis(S, part, axis=1)
 
 
 def _arrow_type(ids, what):
@@ -1091,30 +1235,23 @@ def evaluate(model, test, *, k=10, metrics=None, exclude_seen=True, relevance_th
     items by user in Spark and score each group's users in NumPy against the broadcast item
     factors.
     """
+    from ._validation import check_bool, check_float, check_int
+    from .evaluation.ranking import _metric_list
+
+    _require_pyspark()
     import pyarrow as pa
     from pyspark.sql import functions as F
 
-    from ._validation import check_bool, check_float, check_int
-
-    _require_pyspark()
     model = _as_model(model)
     k = check_int("k", k, low=1)
     exclude_seen = check_bool("exclude_seen", exclude_seen)
     relevance_threshold = check_float("relevance_threshold", relevance_threshold,
                                       allow_none=True)
-    allowed = _RATING_METRICS + _RANK_METRICS
     if metrics is None:
-        names = list(allowed if rating_col is not None else _RANK_METRICS)
+        names = list(_RATING_METRICS + _RANK_METRICS if rating_col is not None
+                     else _RANK_METRICS)
     else:
-        names = []
-        for name in [metrics] if isinstance(metrics, str) else metrics:
-            base = str(name).split("@")[0].lower()
-            if base not in allowed:
-                raise ValueError(f"metrics must be names from {allowed}, got {name!r}")
-            if base not in names:
-                names.append(base)
-        if not names:
-            raise ValueError(f"metrics must name at least one of {allowed}, got none")
+        names = _metric_list(metrics, _RATING_METRICS + _RANK_METRICS)
     if rating_col is None and any(m in _RATING_METRICS for m in names):
         raise ValueError("rmse and mae need a rating column; rating_col is None")
     spark = _session(spark)

@@ -206,7 +206,7 @@ def _cmd_tune_auto(args, hyper, started):
     elapsed = time.perf_counter() - started
     if args.json:
         _print_json({"model": name, "metric": res.metric, "best_params": res.best_params_,
-                     "best_score": res.best_score_, "n_trials": len(res.trials),
+                     "refit_params": res.refit_params_, "best_score": res.best_score_, "n_trials": len(res.trials),
                      "n_complete": states.get("complete", 0), "n_pruned": states.get("pruned", 0),
                      "time_budget": args.time_budget, "elapsed": elapsed,
                      "search_time": res.search_time_, "refit_time": res.refit_time_,
@@ -220,6 +220,10 @@ def _cmd_tune_auto(args, hyper, started):
     print(format_trials(res))
     print(f"Best: {res.best_params_}  {res.metric} = {res.best_score_:.4f} (validation: "
           f"{res.n_validation} of the training ratings held out), refitted on all {data.nnz}")
+    if res.refit_params_ and any(res.refit_params_.get(k) != v
+                                 for k, v in res.best_params_.items()):
+        print(f"Refitted with {res.refit_params_} (the same values carried over to all the "
+              f"data)")
     for what, path in (("Best model saved", args.output), ("Table written", args.csv),
                        ("Plot written", args.plot)):
         if path:

@@ -233,20 +233,22 @@ def coverage(recommended, n_items):
 
 
 # ---------------------------------------------------------------------- model evaluation
-def _metric_list(metrics):
+def _metric_list(metrics, allowed=METRICS):
+    """Metric names (``@k`` suffix dropped, lower case, first occurrence kept) checked against
+    ``allowed``; ``None`` means all of them."""
     if metrics is None:
-        return list(METRICS)
+        return list(allowed)
     if isinstance(metrics, str):
         metrics = [metrics]
     out = []
     for name in metrics:
         base = str(name).split("@")[0].lower()
-        if base not in METRICS:
-            raise ValueError(f"metrics must be names from {METRICS}, got {name!r}")
+        if base not in allowed:
+            raise ValueError(f"metrics must be names from {allowed}, got {name!r}")
         if base not in out:
             out.append(base)
     if not out:
-        raise ValueError(f"metrics must name at least one of {METRICS}, got an empty list")
+        raise ValueError(f"metrics must name at least one of {allowed}, got an empty list")
     return out
 
 

@@ -17,6 +17,12 @@ How the search spends its budget
   to the end costs about 1.5 times its last rung, and a bad one only its first, small rung.
 - **Early stopping**: models that take ``validation=`` (BiasedMF, SVDpp, Baseline) get the
   validation part and stop on it; the refit then runs the number of epochs that was best.
+- **Carry-over**: the refit uses the best values in the sense they had on the carved part.
+  A model whose hyperparameters scale with the data says how (``_carry_params``): for
+  ImplicitALS a numeric ``alpha`` and ``regularization`` are multiplied by the ratio of their
+  ``"auto"`` values on all the data and on the carved part, so that the unobserved cells and the
+  penalty weigh the same against a row's observations after the refit as during the search
+  (the carved part is less dense: the same ``alpha`` would weigh them differently).
 - **Budget**: before every fit the time it will take is predicted from the fits already
   measured (scaled by epochs and by ``n_factors``), and a fit that would leave too little time
   for the final refit on all the data is not started. The first fit of the first trial is the
@@ -162,6 +168,10 @@ class AutoTuneResult:
         Seconds spent searching, refitting (and saving) and in all.
     time_budget : float
     study : optuna.study.Study
+    refit_params_ : dict
+        The hyperparameters of ``best_model_``: ``best_params_`` carried over to all of the
+        training data (they differ only for hyperparameters whose meaning scales with the data,
+        such as ImplicitALS's ``alpha`` and ``regularization``; see :func:`auto_tune`).
     """
 
     best_params_: dict
@@ -178,6 +188,7 @@ class AutoTuneResult:
     elapsed_: float
     time_budget: float
     study: object = field(repr=False, default=None)
+    refit_params_: dict = field(default_factory=dict)
 
     def __repr__(self):
         return (f"AutoTuneResult({self.model_name}, {self.metric}={self.best_score_:.4f}, "
@@ -595,8 +606,14 @@ def auto_tune(model, data, *, metric="recall@20", time_budget=600.0, validation_
         best_params["n_epochs"] = int(best["epochs"] if sp.early_stopping and best["epochs"]
                                       else rungs[-1])
     t0 = time.perf_counter()
-    final = _make(cls, base, {k: v for k, v in best_params.items() if k != "n_epochs"},
-                  best_params.get("n_epochs"))
+    refit_params = {k: v for k, v in best_params.items() if k != "n_epochs"}
+    carry = getattr(cls, "_carry_params", None)
+    if carry is not None:
+        # the search fitted on the carved part: values whose meaning depends on the data's
+        # density or scale are moved to what means the same on all of it
+        refit_params = carry({**base, **refit_params}, train, ratings)
+        refit_params = {k: refit_params[k] for k in best_params if k != "n_epochs"}
+    final = _make(cls, base, refit_params, best_params.get("n_epochs"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         final.fit(ratings)
@@ -609,7 +626,10 @@ def auto_tune(model, data, *, metric="recall@20", time_budget=600.0, validation_
                             greater_is_better=maximize, model_name=name, n_train=train.nnz,
                             n_validation=val_eval.nnz, search_time_=search_time,
                             refit_time_=refit_time, elapsed_=time.perf_counter() - t_start,
-                            time_budget=time_budget, study=study)
+                            time_budget=time_budget, study=study,
+                            refit_params_={**refit_params, **(
+                                {"n_epochs": best_params["n_epochs"]}
+                                if "n_epochs" in best_params else {})})
     if plot is not None:
         plot_trials(result, path=plot)
         result.elapsed_ = time.perf_counter() - t_start

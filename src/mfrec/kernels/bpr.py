@@ -4,19 +4,22 @@ Each step draws a training interaction ``(u, i)`` uniformly (so users weigh by a
 negative item ``j`` (uniformly from the catalogue, or by popularity: the item of another random
 interaction), optionally redrawn while ``j`` is one of ``u``'s items, and ascends
 ``ln sigmoid(b_i - b_j + p_u . (q_i - q_j))`` minus L2 penalties. Threads share the factor
-arrays without locks (Hogwild: collisions are rare and harmless for sparse data); each thread has
-its own xorshift random stream, so one thread with a fixed seed is reproducible.
+arrays without locks (Hogwild: collisions are rare and harmless for sparse data); each stream has
+its own xorshift random state, so one thread with a fixed seed is reproducible. The kernels
+``*_block`` do one stream (or block of users) without the GIL; their wrappers run them on Python
+threads (:func:`mfrec._threads.run_blocks`), which compiles far faster than ``parallel=True``.
 
 :func:`epoch_reference` is the plain NumPy (single stream) version the tests compare against.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import FASTMATH
+from .._threads import block_threads, run_blocks
 
-__all__ = ["epoch", "epoch_reference", "fold_in", "split_seed"]
+__all__ = ["epoch", "epoch_block", "epoch_reference", "fold_in", "fold_in_block", "split_seed"]
 
 _MAX_REDRAWS = 32
 _BATCH = 16
@@ -84,9 +87,8 @@ def _sgd_step(p, qi, qj, bias, i, j, lr, reg, reg_bias, update_items):
     return nll
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
 def epoch(entry_users, indptr, indices, P, Q, bias, learning_rate, regularization,
-          bias_regularization, n_samples, popularity, verify, states):
+          bias_regularization, n_samples, popularity, verify, states, n_threads=None):
     """One epoch of ``n_samples`` SGD steps, split over ``states.size`` lock-free streams.
 
     Parameters
@@ -103,6 +105,9 @@ def epoch(entry_users, indptr, indices, P, Q, bias, learning_rate, regularizatio
         Redraw (up to 32 times) a negative the user has interacted with.
     states : uint64 array of shape (n_streams,)
         Random states, advanced in place.
+    n_threads : int or None, default=None
+        Threads running the streams; None: Numba's thread count (see
+        :func:`mfrec._threads.block_threads`). Give one stream per thread.
 
     Returns
     -------
@@ -112,72 +117,81 @@ def epoch(entry_users, indptr, indices, P, Q, bias, learning_rate, regularizatio
         Steps dropped because no unseen negative was found.
     """
     n_streams = states.shape[0]
-    nnz = indices.shape[0]
-    n_items = Q.shape[0]
-    k = Q.shape[1]
-    lr = np.float32(learning_rate)
-    reg = np.float32(regularization)
-    regb = np.float32(bias_regularization)
-    per = (n_samples + n_streams - 1) // n_streams
     losses = np.zeros(n_streams)
     skips = np.zeros(n_streams, np.int64)
     sinks = np.zeros(n_streams, np.float32)
-    for s in prange(n_streams):
-        st = states[s:s + 1]
-        todo = max(0, min(per, n_samples - s * per))
-        acc = 0.0
-        sink = np.float32(0.0)
-        us = np.empty(_BATCH, np.int64)
-        its = np.empty(_BATCH, np.int64)
-        js = np.empty(_BATCH, np.int64)
-        done = 0
-        while done < todo:
-            nb = min(_BATCH, todo - done)
-            # Draw a batch of samples before updating: the draws are independent, so their
-            # cache misses (random entries, CSR rows, factor rows) overlap instead of queueing
-            # one after another. The updates then run in order, exactly as one at a time.
-            for b in range(nb):
-                e = np.int64(_next(st) % np.uint64(nnz))
-                us[b] = entry_users[e]
-                its[b] = indices[e]
-            for b in range(nb):
-                u = us[b]
-                i = its[b]
-                js[b] = -1
-                for _try in range(_MAX_REDRAWS):
-                    if popularity:
-                        j = np.int64(indices[np.int64(_next(st) % np.uint64(nnz))])
-                    else:
-                        j = np.int64(_next(st) % np.uint64(n_items))
-                    if verify:
-                        ok = not _contains(indices, indptr[u], indptr[u + 1], j)
-                    else:
-                        ok = j != i
-                    if ok:
-                        js[b] = j
-                        break
-            for b in range(nb):  # touch every cache line of the rows about to be updated
-                if js[b] >= 0:
-                    for f in range(0, k, 16):
-                        sink += P[us[b], f] + Q[its[b], f] + Q[js[b], f]
-            for b in range(nb):
-                if js[b] < 0:
-                    skips[s] += 1
+    run_blocks(epoch_block, (entry_users, indptr, indices, P, Q, bias, np.float32(learning_rate),
+                             np.float32(regularization), np.float32(bias_regularization),
+                             int(n_samples), bool(popularity), bool(verify), states, losses,
+                             skips, sinks), n_streams, block_threads(n_threads))
+    skipped = int(skips.sum())
+    return float(losses.sum()) / max(int(n_samples) - skipped, 1), skipped
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+def epoch_block(entry_users, indptr, indices, P, Q, bias, lr, reg, regb, n_samples, popularity,
+                verify, states, losses, skips, sinks, s):
+    """Stream ``s`` of :func:`epoch`: its share of the steps, drawn from ``states[s]``.
+
+    ``lr``, ``reg``, ``regb`` are float32; the stream's loss sum, skipped steps and the sum of
+    its prefetch touches go to ``losses[s]`` (float64), ``skips[s]`` (int64) and ``sinks[s]``
+    (float32: storing it keeps the touches from being optimised away).
+    """
+    n_streams = states.shape[0]
+    nnz = indices.shape[0]
+    n_items = Q.shape[0]
+    k = Q.shape[1]
+    per = (n_samples + n_streams - 1) // n_streams
+    st = states[s:s + 1]
+    todo = max(0, min(per, n_samples - s * per))
+    acc = 0.0
+    sink = np.float32(0.0)
+    us = np.empty(_BATCH, np.int64)
+    its = np.empty(_BATCH, np.int64)
+    js = np.empty(_BATCH, np.int64)
+    done = 0
+    while done < todo:
+        nb = min(_BATCH, todo - done)
+        # Draw a batch of samples before updating: the draws are independent, so their
+        # cache misses (random entries, CSR rows, factor rows) overlap instead of queueing
+        # one after another. The updates then run in order, exactly as one at a time.
+        for b in range(nb):
+            e = np.int64(_next(st) % np.uint64(nnz))
+            us[b] = entry_users[e]
+            its[b] = indices[e]
+        for b in range(nb):
+            u = us[b]
+            i = its[b]
+            js[b] = -1
+            for _try in range(_MAX_REDRAWS):
+                if popularity:
+                    j = np.int64(indices[np.int64(_next(st) % np.uint64(nnz))])
                 else:
-                    acc += _sgd_step(P[us[b]], Q[its[b]], Q[js[b]], bias, its[b], js[b], lr, reg,
-                                     regb, True)
-            done += nb
-        losses[s] = acc
-        sinks[s] = sink
-    done = n_samples - skips.sum()
-    if sinks.sum() == np.float32(1.2345e30):  # keeps the touches from being optimised away
-        done += 1
-    return losses.sum() / max(done, 1), skips.sum()
+                    j = np.int64(_next(st) % np.uint64(n_items))
+                if verify:
+                    ok = not _contains(indices, indptr[u], indptr[u + 1], j)
+                else:
+                    ok = j != i
+                if ok:
+                    js[b] = j
+                    break
+        for b in range(nb):  # touch every cache line of the rows about to be updated
+            if js[b] >= 0:
+                for f in range(0, k, 16):
+                    sink += P[us[b], f] + Q[its[b], f] + Q[js[b], f]
+        for b in range(nb):
+            if js[b] < 0:
+                skips[s] += 1
+            else:
+                acc += _sgd_step(P[us[b]], Q[its[b]], Q[js[b]], bias, its[b], js[b], lr, reg,
+                                 regb, True)
+        done += nb
+    losses[s] = acc
+    sinks[s] = sink
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
 def fold_in(indptr, indices, Q, bias, pop_items, learning_rate, regularization, n_epochs,
-            min_steps, popularity, verify, states):
+            min_steps, popularity, verify, states, n_threads=None):
     """Vectors of new users by BPR SGD on ``p_u`` alone (items and biases fixed).
 
     Parameters
@@ -190,19 +204,33 @@ def fold_in(indptr, indices, Q, bias, pop_items, learning_rate, regularization, 
         Each user takes ``n_epochs * max(n_items_of_user, min_steps)`` steps.
     states : uint64 array of shape (n_users,)
         One random stream per user: the result does not depend on the thread count.
+    n_threads : int or None, default=None
+        Threads; None: Numba's thread count (see :func:`mfrec._threads.block_threads`).
 
     Returns
     -------
     P : float32 array of shape (n_users, k)
     """
     m = indptr.shape[0] - 1
-    k = Q.shape[1]
+    P = np.zeros((m, Q.shape[1]), np.float32)
+    n_threads = block_threads(n_threads)
+    n_blocks = max(1, min(8 * n_threads, m))
+    run_blocks(fold_in_block, (indptr, indices, Q, bias, pop_items, np.float32(learning_rate),
+                               np.float32(regularization), int(n_epochs), int(min_steps),
+                               bool(popularity), bool(verify), states, P, n_blocks),
+               n_blocks, n_threads)
+    return P
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+def fold_in_block(indptr, indices, Q, bias, pop_items, lr, reg, n_epochs, min_steps, popularity,
+                  verify, states, P, n_blocks, blk):
+    """Users ``blk::n_blocks`` of :func:`fold_in`, into the zero rows of ``P`` (``lr``, ``reg``
+    float32)."""
+    m = indptr.shape[0] - 1
     n_items = Q.shape[0]
     n_pop = pop_items.shape[0]
-    P = np.zeros((m, k), np.float32)
-    lr = np.float32(learning_rate)
-    reg = np.float32(regularization)
-    for u in prange(m):
+    for u in range(blk, m, n_blocks):
         lo, hi = indptr[u], indptr[u + 1]
         n = hi - lo
         if n == 0:
@@ -226,7 +254,6 @@ def fold_in(indptr, indices, Q, bias, pop_items, learning_rate, regularization, 
                     break
             if ok:
                 _sgd_step(p, Q[i], Q[j], bias, i, j, lr_t, reg, reg, False)
-    return P
 
 
 def epoch_reference(entry_users, indptr, indices, P, Q, bias, learning_rate, regularization,

@@ -13,20 +13,24 @@ half-iteration; only the row's observed items add to it. Two solvers:
   (rows longer than ``gather_cap`` read ``Y`` in place, bounding the buffer).
 - :func:`cholesky_solve`: builds the k x k system and solves it exactly.
 
-Rows run in parallel over blocks of equal work (:func:`balanced_blocks`). Everything is float32
-except the Cholesky factorisation (float64).
+Rows run in parallel over blocks of equal work (:func:`balanced_blocks`): a kernel ``*_block``
+solves one block without the GIL and its wrapper runs the blocks on Python threads
+(:func:`mfrec._threads.run_blocks`), which compiles far faster than ``parallel=True``. Each row is
+independent, so results do not depend on the thread count. Everything is float32 except the
+Cholesky factorisation (float64).
 
 :func:`solve_reference` and :func:`loss_reference` are the plain NumPy versions the tests use.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import FASTMATH
+from .._threads import block_threads, run_blocks
 
-__all__ = ["cg_solve", "cholesky_solve", "loss", "balanced_blocks", "transpose",
-           "solve_reference", "loss_reference"]
+__all__ = ["cg_solve", "cholesky_solve", "loss", "cg_solve_block", "cholesky_solve_block",
+           "loss_block", "balanced_blocks", "transpose", "solve_reference", "loss_reference"]
 
 _EPS = np.float32(1e-20)
 
@@ -138,8 +142,8 @@ def _cg_row(x, G, gidx, vals, alpha, YtY, reg, cg_steps, r, p, Ap):
         rs_old = rs_new
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
-def cg_solve(indptr, indices, values, X, Y, YtY, alpha, reg_rows, cg_steps, bounds, gather_cap):
+def cg_solve(indptr, indices, values, X, Y, YtY, alpha, reg_rows, cg_steps, bounds, gather_cap,
+             n_threads=None):
     """Update every row of ``X`` in place by ``cg_steps`` CG steps (warm start).
 
     Parameters
@@ -160,35 +164,46 @@ def cg_solve(indptr, indices, values, X, Y, YtY, alpha, reg_rows, cg_steps, boun
         Block boundaries from :func:`balanced_blocks`.
     gather_cap : int
         Rows with at most this many interactions are gathered into a buffer.
+    n_threads : int or None, default=None
+        Threads running the blocks; None: Numba's thread count (see
+        :func:`mfrec._threads.block_threads`).
     """
+    run_blocks(cg_solve_block, (indptr, indices, values, X, Y, YtY, np.float32(alpha), reg_rows,
+                                cg_steps, bounds, gather_cap),
+               bounds.shape[0] - 1, block_threads(n_threads))
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+def cg_solve_block(indptr, indices, values, X, Y, YtY, alpha, reg_rows, cg_steps, bounds,
+                   gather_cap, blk):
+    """Block ``blk`` of :func:`cg_solve` (rows ``bounds[blk]`` to ``bounds[blk + 1]``; ``alpha``
+    float32)."""
     k = X.shape[1]
-    alpha = np.float32(alpha)
-    for blk in prange(bounds.shape[0] - 1):
-        lo, hi = bounds[blk], bounds[blk + 1]
-        longest = 0
-        for u in range(lo, hi):
-            n = indptr[u + 1] - indptr[u]
-            if n <= gather_cap and n > longest:
-                longest = n
-        buf = np.empty((longest, k), np.float32)
-        iota = np.arange(longest).astype(indices.dtype)  # same index type: one compiled _cg_row
-        r = np.empty(k, np.float32)
-        p = np.empty(k, np.float32)
-        Ap = np.empty(k, np.float32)
-        for u in range(lo, hi):
-            s, e = indptr[u], indptr[u + 1]
-            n = e - s
-            if n <= gather_cap:
-                for t in range(n):
-                    src = Y[indices[s + t]]
-                    dst = buf[t]
-                    for a in range(k):
-                        dst[a] = src[a]
-                _cg_row(X[u], buf, iota[:n], values[s:e], alpha, YtY, reg_rows[u], cg_steps,
-                        r, p, Ap)
-            else:
-                _cg_row(X[u], Y, indices[s:e], values[s:e], alpha, YtY, reg_rows[u], cg_steps,
-                        r, p, Ap)
+    lo, hi = bounds[blk], bounds[blk + 1]
+    longest = 0
+    for u in range(lo, hi):
+        n = indptr[u + 1] - indptr[u]
+        if n <= gather_cap and n > longest:
+            longest = n
+    buf = np.empty((longest, k), np.float32)
+    iota = np.arange(longest).astype(indices.dtype)  # same index type: one compiled _cg_row
+    r = np.empty(k, np.float32)
+    p = np.empty(k, np.float32)
+    Ap = np.empty(k, np.float32)
+    for u in range(lo, hi):
+        s, e = indptr[u], indptr[u + 1]
+        n = e - s
+        if n <= gather_cap:
+            for t in range(n):
+                src = Y[indices[s + t]]
+                dst = buf[t]
+                for a in range(k):
+                    dst[a] = src[a]
+            _cg_row(X[u], buf, iota[:n], values[s:e], alpha, YtY, reg_rows[u], cg_steps,
+                    r, p, Ap)
+        else:
+            _cg_row(X[u], Y, indices[s:e], values[s:e], alpha, YtY, reg_rows[u], cg_steps,
+                    r, p, Ap)
 
 
 @njit(cache=True, error_model="numpy")
@@ -220,47 +235,61 @@ def _cholesky_solve_inplace(A, b):
         b[i] = s / A[i, i]
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
-def cholesky_solve(indptr, indices, values, X, Y, YtY, alpha, reg_rows, bounds):
+def cholesky_solve(indptr, indices, values, X, Y, YtY, alpha, reg_rows, bounds, n_threads=None):
     """Set every row of ``X`` to the exact solution of its weighted least-squares system.
 
     Same arguments as :func:`cg_solve` (without the CG settings).
     """
+    run_blocks(cholesky_solve_block, (indptr, indices, values, X, Y, YtY, alpha, reg_rows, bounds),
+               bounds.shape[0] - 1, block_threads(n_threads))
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+def cholesky_solve_block(indptr, indices, values, X, Y, YtY, alpha, reg_rows, bounds, blk):
+    """Block ``blk`` of :func:`cholesky_solve`."""
     k = X.shape[1]
-    for blk in prange(bounds.shape[0] - 1):
-        A = np.empty((k, k), np.float64)
-        b = np.empty(k, np.float64)
-        for u in range(bounds[blk], bounds[blk + 1]):
+    A = np.empty((k, k), np.float64)
+    b = np.empty(k, np.float64)
+    for u in range(bounds[blk], bounds[blk + 1]):
+        for a in range(k):
+            for c in range(k):
+                A[a, c] = YtY[a, c]
+            A[a, a] += reg_rows[u]
+            b[a] = 0.0
+        for t in range(indptr[u], indptr[u + 1]):
+            y = Y[indices[t]]
+            w = np.float64(alpha) * values[t]
+            pc = (1.0 + w) if values[t] > 0 else 0.0
             for a in range(k):
+                wy = w * y[a]
                 for c in range(k):
-                    A[a, c] = YtY[a, c]
-                A[a, a] += reg_rows[u]
-                b[a] = 0.0
-            for t in range(indptr[u], indptr[u + 1]):
-                y = Y[indices[t]]
-                w = np.float64(alpha) * values[t]
-                pc = (1.0 + w) if values[t] > 0 else 0.0
-                for a in range(k):
-                    wy = w * y[a]
-                    for c in range(k):
-                        A[a, c] += wy * y[c]
-                    b[a] += pc * y[a]
-            _cholesky_solve_inplace(A, b)
-            for a in range(k):
-                X[u, a] = b[a]
+                    A[a, c] += wy * y[c]
+                b[a] += pc * y[a]
+        _cholesky_solve_inplace(A, b)
+        for a in range(k):
+            X[u, a] = b[a]
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
-def loss(indptr, indices, values, X, Y, YtY, alpha, reg_rows):
+def loss(indptr, indices, values, X, Y, YtY, alpha, reg_rows, n_threads=None):
     """Weighted squared error over *all* (row, column) pairs plus the rows' L2 term.
 
     ``sum_u [x_u^T YtY x_u + sum_{i in I_u} (c_ui (p_ui - s)^2 - s^2) + reg_u |x_u|^2]`` with
     ``s = x_u . y_i``: the observed pairs correct the all-zero, confidence-1 baseline.
-    Returns a float64 scalar.
+    Returns a float (summed in an order that does not depend on the thread count).
     """
+    n_threads = block_threads(n_threads)
+    per_row = np.zeros(X.shape[0])
+    n_blocks = max(1, min(8 * n_threads, X.shape[0]))
+    run_blocks(loss_block, (indptr, indices, values, X, Y, YtY, alpha, reg_rows, per_row,
+                            n_blocks), n_blocks, n_threads)
+    return float(per_row.sum())
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+def loss_block(indptr, indices, values, X, Y, YtY, alpha, reg_rows, per_row, n_blocks, blk):
+    """Rows ``blk::n_blocks`` of :func:`loss`: each row's term into ``per_row`` (float64)."""
     n_rows, k = X.shape
-    total = 0.0
-    for u in prange(n_rows):
+    for u in range(blk, n_rows, n_blocks):
         x = X[u]
         q = 0.0
         for a in range(k):
@@ -277,8 +306,7 @@ def loss(indptr, indices, values, X, Y, YtY, alpha, reg_rows):
             c = 1.0 + alpha * values[t]
             pref = 1.0 if values[t] > 0 else 0.0
             q += c * (pref - s) ** 2 - s * s
-        total += q
-    return total
+        per_row[u] = q
 
 
 # ---------------------------------------------------------------------- NumPy references

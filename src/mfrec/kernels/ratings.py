@@ -24,7 +24,7 @@ __all__ = ["scatter", "sort_rows", "bucket_scatter", "bucket_sort", "build_csr_r
 _NO_TS = np.zeros(1, dtype=np.int64)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _scatter(cursor, indptr, rows, cols, vals, ts, has_ts, out_cols, out_vals, out_ts):
     for j in range(rows.shape[0]):
         r = rows[j]
@@ -39,7 +39,7 @@ def _scatter(cursor, indptr, rows, cols, vals, ts, has_ts, out_cols, out_vals, o
     return -1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _sort_slice(cols, vals, ts, has_ts, a, b):
     m = b - a
     if m <= 32:  # insertion sort: stable, no allocation, fastest on the short rows that dominate
@@ -102,7 +102,7 @@ def _sort_slice(cols, vals, ts, has_ts, a, b):
         vals[a + q] = v[q]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _sort_rows(indptr, cols, vals, ts, has_ts, dup):
     n = indptr.shape[0] - 1
     for r in prange(n):
@@ -121,7 +121,7 @@ def _sort_rows(indptr, cols, vals, ts, has_ts, dup):
         dup[r] = d
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _bucket_scatter(bcursor, bend, rows, cols, vals, ts, has_ts, row_bits, item_bits, out_key,
                     out_vals, out_ts):
     rmask = (1 << row_bits) - 1
@@ -139,7 +139,7 @@ def _bucket_scatter(bcursor, bend, rows, cols, vals, ts, has_ts, row_bits, item_
     return -1
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _bucket_sort(indptr, row_bits, item_bits, key, vals, ts, has_ts, dup, bad):
     n_rows = indptr.shape[0] - 1
     imask = (1 << item_bits) - 1

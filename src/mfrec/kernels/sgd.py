@@ -7,7 +7,9 @@ owns a set of row blocks and walks them stratum by stratum, so threads that keep
 disjoint users and items. There is no barrier between strata: on a busy machine a barrier per
 stratum stalls every thread behind the slowest (measured here: two threads slower than one), while a
 drifting thread costs only a rare benign race on an item row (Hogwild). Inside a block the
-ratings are grouped by user, which keeps a user's factor row in cache.
+ratings are grouped by user, which keeps a user's factor row in cache. The kernels ``*_block`` do
+one worker's share without the GIL, and their wrappers run them on Python threads
+(:func:`mfrec._threads.run_blocks`): serial kernels compile far faster than ``parallel=True``.
 
 Each kernel has a plain NumPy/Python reference (``*_reference``) that computes the same thing
 entry by entry; the tests hold the two together.
@@ -15,13 +17,14 @@ entry by entry; the tests hold the two together.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import FASTMATH
+from .._threads import block_threads, run_blocks
 
-__all__ = ["make_blocks", "make_blocks_reference", "sgd_epoch", "sgd_epoch_reference",
-           "bias_als_sweep", "bias_als_sweep_reference", "squared_errors",
-           "squared_errors_reference"]
+__all__ = ["make_blocks", "make_blocks_reference", "sgd_epoch", "sgd_epoch_block",
+           "sgd_epoch_reference", "bias_als_sweep", "bias_als_sweep_reference", "squared_errors",
+           "squared_errors_block", "squared_errors_reference"]
 
 
 # ---------------------------------------------------------------------- data layout
@@ -125,9 +128,8 @@ def _sgd_block(lo, hi, users, items, ratings, P, Q, bu, bi, mu, lr_b, lr_f, reg_
     return err
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
 def sgd_epoch(users, items, ratings, block_ptr, n_blocks, n_chunks, P, Q, bu, bi, mu, lr_b, lr_f,
-              reg_bu, reg_bi, reg_p, reg_q, block_err):
+              reg_bu, reg_bi, reg_p, reg_q, block_err, n_threads=None):
     """One SGD epoch over blocked ratings, in place, by ``n_chunks`` parallel workers.
 
     Worker ``c`` owns the row blocks ``c * n_blocks // n_chunks`` up to the next worker's, and
@@ -149,6 +151,9 @@ def sgd_epoch(users, items, ratings, block_ptr, n_blocks, n_chunks, P, Q, bu, bi
         Global mean, learning rates (biases, factors) and per-rating weight decays.
     block_err : ndarray of float64, shape (n_blocks * n_blocks,)
         Receives the sum of squared errors (before each update) of every block.
+    n_threads : int or None, default=None
+        Threads running the workers; None: Numba's thread count (see
+        :func:`mfrec._threads.block_threads`). Give one worker per thread.
 
     Notes
     -----
@@ -156,13 +161,21 @@ def sgd_epoch(users, items, ratings, block_ptr, n_blocks, n_chunks, P, Q, bu, bi
     bu[u])``, the same for ``bi[i]``, ``P[u] += lr_f (e Q[i] - reg_p P[u])`` and ``Q[i] += lr_f (e
     P[u] - reg_q Q[i])`` with the old ``P[u]``.
     """
-    for c in prange(n_chunks):
-        for s in range(n_blocks):
-            for a in range(c * n_blocks // n_chunks, (c + 1) * n_blocks // n_chunks):
-                blk = a * n_blocks + (a + s) % n_blocks
-                block_err[blk] = _sgd_block(block_ptr[blk], block_ptr[blk + 1], users, items,
-                                            ratings, P, Q, bu, bi, mu, lr_b, lr_f, reg_bu, reg_bi,
-                                            reg_p, reg_q)
+    run_blocks(sgd_epoch_block, (users, items, ratings, block_ptr, n_blocks, n_chunks, P, Q, bu,
+                                 bi, mu, lr_b, lr_f, reg_bu, reg_bi, reg_p, reg_q, block_err),
+               n_chunks, block_threads(n_threads))
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+def sgd_epoch_block(users, items, ratings, block_ptr, n_blocks, n_chunks, P, Q, bu, bi, mu, lr_b,
+                    lr_f, reg_bu, reg_bi, reg_p, reg_q, block_err, c):
+    """Worker ``c`` of :func:`sgd_epoch`: its row blocks, stratum by stratum."""
+    for s in range(n_blocks):
+        for a in range(c * n_blocks // n_chunks, (c + 1) * n_blocks // n_chunks):
+            blk = a * n_blocks + (a + s) % n_blocks
+            block_err[blk] = _sgd_block(block_ptr[blk], block_ptr[blk + 1], users, items,
+                                        ratings, P, Q, bu, bi, mu, lr_b, lr_f, reg_bu, reg_bi,
+                                        reg_p, reg_q)
 
 
 def sgd_epoch_reference(users, items, ratings, block_ptr, n_blocks, n_chunks, P, Q, bu, bi, mu,
@@ -186,8 +199,7 @@ def sgd_epoch_reference(users, items, ratings, block_ptr, n_blocks, n_chunks, P,
 
 
 # ---------------------------------------------------------------------- scoring
-@njit(cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
-def squared_errors(users, items, ratings, P, Q, bu, bi, mu, lo, hi):
+def squared_errors(users, items, ratings, P, Q, bu, bi, mu, lo, hi, n_threads=None):
     """Sum of squared errors of clipped predictions; ``users``/``items`` of -1 are unknown.
 
     Parameters
@@ -198,15 +210,31 @@ def squared_errors(users, items, ratings, P, Q, bu, bi, mu, lo, hi):
     P, Q, bu, bi : the model's factors and biases
     mu, lo, hi : float
         Global mean and the rating range predictions are clipped to.
+    n_threads : int or None, default=None
+        Threads; None: Numba's thread count (see :func:`mfrec._threads.block_threads`).
 
     Returns
     -------
     float
+        Summed in chunks fixed by the data's size, so the value does not depend on the threads.
     """
-    m = users.size
+    n_blocks = max(1, -(-users.size // _SCORE_CHUNK))
+    sums = np.zeros(n_blocks)
+    run_blocks(squared_errors_block, (users, items, ratings, P, Q, bu, bi, mu, lo, hi, sums),
+               n_blocks, block_threads(n_threads))
+    return float(sums.sum())
+
+
+_SCORE_CHUNK = 1 << 16  # ratings per block of squared_errors
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+def squared_errors_block(users, items, ratings, P, Q, bu, bi, mu, lo, hi, sums, blk):
+    """Chunk ``blk`` (``_SCORE_CHUNK`` ratings) of :func:`squared_errors`: its sum of squared
+    errors into ``sums[blk]``."""
     k = P.shape[1]
     total = 0.0
-    for t in prange(m):
+    for t in range(blk * _SCORE_CHUNK, min(users.size, (blk + 1) * _SCORE_CHUNK)):
         u = users[t]
         i = items[t]
         pred = mu
@@ -222,7 +250,7 @@ def squared_errors(users, items, ratings, P, Q, bu, bi, mu, lo, hi):
         pred = min(max(pred, lo), hi)
         e = ratings[t] - pred
         total += e * e
-    return total
+    sums[blk] = total
 
 
 def squared_errors_reference(users, items, ratings, P, Q, bu, bi, mu, lo, hi):
@@ -253,10 +281,11 @@ def _item_bias_step(indptr, indices, values, bu, mu, reg, item_counts, bi):
         bi[i] = bi[i] / denom if denom > 0 else 0.0
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
-def _user_bias_step(indptr, indices, values, bi, mu, reg, bu):
-    sse = 0.0
-    for u in prange(indptr.size - 1):
+@njit(cache=True, nogil=True, error_model="numpy")
+def _user_bias_block(indptr, indices, values, bi, mu, reg, bu, sse, n_blocks, blk):
+    # users blk::n_blocks; their squared errors summed into sse[blk]
+    total = 0.0
+    for u in range(blk, indptr.size - 1, n_blocks):
         s = 0.0
         for idx in range(indptr[u], indptr[u + 1]):
             s += values[idx] - mu - bi[indices[idx]]
@@ -265,11 +294,12 @@ def _user_bias_step(indptr, indices, values, bi, mu, reg, bu):
         bu[u] = b
         for idx in range(indptr[u], indptr[u + 1]):
             e = values[idx] - mu - b - bi[indices[idx]]
-            sse += e * e
-    return sse
+            total += e * e
+    sse[blk] = total
 
 
-def bias_als_sweep(indptr, indices, values, item_counts, bu, bi, mu, reg_u, reg_i):
+def bias_als_sweep(indptr, indices, values, item_counts, bu, bi, mu, reg_u, reg_i,
+                   n_threads=None):
     """One alternating sweep of the regularized bias model, in place: items, then users.
 
     Minimises ``sum (r - mu - bu[u] - bi[i])**2 + reg_u sum bu**2 + reg_i sum bi**2`` exactly in
@@ -284,14 +314,25 @@ def bias_als_sweep(indptr, indices, values, item_counts, bu, bi, mu, reg_u, reg_
     bu : ndarray of float64, shape (n_users,)
     bi : ndarray of float64, shape (n_items,)
     mu, reg_u, reg_i : float
+    n_threads : int or None, default=None
+        Threads of the user step; None: Numba's thread count (see
+        :func:`mfrec._threads.block_threads`).
 
     Returns
     -------
     float
-        Sum of squared errors after the sweep.
+        Sum of squared errors after the sweep (summed over a fixed number of blocks, so it does
+        not depend on the threads).
     """
     _item_bias_step(indptr, indices, values, bu, mu, reg_i, item_counts, bi)
-    return _user_bias_step(indptr, indices, values, bi, mu, reg_u, bu)
+    n_blocks = max(1, min(_BIAS_BLOCKS, indptr.size - 1))
+    sse = np.zeros(n_blocks)
+    run_blocks(_user_bias_block, (indptr, indices, values, bi, mu, reg_u, bu, sse, n_blocks),
+               n_blocks, block_threads(n_threads))
+    return float(sse.sum())
+
+
+_BIAS_BLOCKS = 64  # blocks of users of the bias sweep: plenty for any thread count here
 
 
 def bias_als_sweep_reference(users, items, values, bu, bi, mu, reg_u, reg_i):

@@ -3,18 +3,22 @@ that turns ``p_u + |N(u)|**-0.5 sum_j y_j`` into plain user factors.
 
 Users are visited in a random order, split into contiguous chunks run by parallel threads
 (Hogwild: item factors may be written by two threads at once, a race SGD tolerates). With one
-thread the visit is sequential and the result reproducible.
+thread the visit is sequential and the result reproducible. The kernels ``*_block`` do one chunk
+without the GIL, and their wrappers run them on Python threads
+(:func:`mfrec._threads.run_blocks`): serial kernels compile far faster than ``parallel=True``.
 
 Each kernel has a plain NumPy/Python reference (``*_reference``); the tests hold them together.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import FASTMATH
+from .._threads import block_threads, run_blocks
 
-__all__ = ["svdpp_epoch", "svdpp_epoch_reference", "fold_implicit", "fold_implicit_reference"]
+__all__ = ["svdpp_epoch", "svdpp_epoch_block", "svdpp_epoch_reference", "fold_implicit",
+           "fold_implicit_block", "fold_implicit_reference"]
 
 
 # not inline="always": a kernel that inlines it at Numba's level computed differently when
@@ -66,9 +70,8 @@ def _svdpp_user(u, indptr, indices, ratings, P, Q, Y, bu, bi, mu, lr_b, lr_f, re
     return err
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
 def svdpp_epoch(indptr, indices, ratings, user_order, n_chunks, P, Q, Y, bu, bi, mu, lr_b, lr_f,
-                reg_b, reg_f, reg_y, chunk_err):
+                reg_b, reg_f, reg_y, chunk_err, n_threads=None):
     """One SVD++ SGD epoch, in place.
 
     Parameters
@@ -84,6 +87,9 @@ def svdpp_epoch(indptr, indices, ratings, user_order, n_chunks, P, Q, Y, bu, bi,
     mu, lr_b, lr_f, reg_b, reg_f, reg_y : float32
     chunk_err : ndarray of float64, shape (n_chunks,)
         Receives each chunk's sum of squared errors (before each update).
+    n_threads : int or None, default=None
+        Threads running the chunks; None: Numba's thread count (see
+        :func:`mfrec._threads.block_threads`).
 
     Notes
     -----
@@ -93,16 +99,24 @@ def svdpp_epoch(indptr, indices, ratings, user_order, n_chunks, P, Q, Y, bu, bi,
     ``y_j`` takes one step with that sum (rather than one step per rating: ``O(|N(u)| k)`` per
     user instead of ``O(|N(u)|**2 k)``).
     """
+    run_blocks(svdpp_epoch_block, (indptr, indices, ratings, user_order, n_chunks, P, Q, Y, bu,
+                                   bi, mu, lr_b, lr_f, reg_b, reg_f, reg_y, chunk_err),
+               n_chunks, block_threads(n_threads))
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+def svdpp_epoch_block(indptr, indices, ratings, user_order, n_chunks, P, Q, Y, bu, bi, mu, lr_b,
+                      lr_f, reg_b, reg_f, reg_y, chunk_err, c):
+    """Chunk ``c`` of :func:`svdpp_epoch`."""
     n = user_order.size
     k = P.shape[1]
-    for c in prange(n_chunks):
-        z = np.empty(k, dtype=np.float32)
-        acc = np.empty(k, dtype=np.float32)
-        err = 0.0
-        for t in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            err += _svdpp_user(user_order[t], indptr, indices, ratings, P, Q, Y, bu, bi, mu, lr_b,
-                               lr_f, reg_b, reg_f, reg_y, z, acc)
-        chunk_err[c] = err
+    z = np.empty(k, dtype=np.float32)
+    acc = np.empty(k, dtype=np.float32)
+    err = 0.0
+    for t in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+        err += _svdpp_user(user_order[t], indptr, indices, ratings, P, Q, Y, bu, bi, mu, lr_b,
+                           lr_f, reg_b, reg_f, reg_y, z, acc)
+    chunk_err[c] = err
 
 
 def svdpp_epoch_reference(indptr, indices, ratings, user_order, n_chunks, P, Q, Y, bu, bi, mu,
@@ -134,8 +148,7 @@ def svdpp_epoch_reference(indptr, indices, ratings, user_order, n_chunks, P, Q, 
         chunk_err[c] = err
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH, error_model="numpy")
-def fold_implicit(indptr, indices, P, Y):
+def fold_implicit(indptr, indices, P, Y, n_threads=None):
     """Effective user factors ``p_u + |N(u)|**-0.5 sum_{j in N(u)} y_j``.
 
     Parameters
@@ -143,14 +156,25 @@ def fold_implicit(indptr, indices, P, Y):
     indptr, indices : the training ratings' CSR structure
     P : ndarray of float32, shape (n_users, k)
     Y : ndarray of float32, shape (n_items, k)
+    n_threads : int or None, default=None
+        Threads; None: Numba's thread count (see :func:`mfrec._threads.block_threads`).
 
     Returns
     -------
     ndarray of float32, shape (n_users, k)
     """
-    n_users, k = P.shape
     out = np.empty_like(P)
-    for u in prange(n_users):
+    n_threads = block_threads(n_threads)
+    n_blocks = max(1, min(8 * n_threads, P.shape[0]))
+    run_blocks(fold_implicit_block, (indptr, indices, P, Y, out, n_blocks), n_blocks, n_threads)
+    return out
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+def fold_implicit_block(indptr, indices, P, Y, out, n_blocks, blk):
+    """Users ``blk::n_blocks`` of :func:`fold_implicit`, into ``out``."""
+    n_users, k = P.shape
+    for u in range(blk, n_users, n_blocks):
         lo = indptr[u]
         hi = indptr[u + 1]
         for f in range(k):
@@ -162,7 +186,6 @@ def fold_implicit(indptr, indices, P, Y):
         norm = np.float32(1.0 / np.sqrt(hi - lo)) if hi > lo else np.float32(0.0)
         for f in range(k):
             out[u, f] = P[u, f] + norm * out[u, f]
-    return out
 
 
 def fold_implicit_reference(indptr, indices, P, Y):

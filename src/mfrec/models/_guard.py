@@ -22,6 +22,8 @@ import warnings
 
 import numpy as np
 
+from .._validation import count_nonfinite, row_norms
+
 __all__ = ["FitWarning", "check_fit", "diagnose"]
 
 
@@ -116,7 +118,7 @@ def diagnose(model):
         scale = float(np.sqrt(np.mean(r ** 2))) or 1.0
     else:
         scale = float(np.std(r)) or float(np.mean(np.abs(r))) or 1.0
-    finite = (np.isfinite(P).all() and np.isfinite(Q).all() and np.isfinite(full).all())
+    finite = not (count_nonfinite(P) or count_nonfinite(Q) or count_nonfinite(full))
     if not finite or np.percentile(np.abs(full), 99) > _BLOWUP * max(scale, 1.0):
         what = "non-finite values" if not finite else (
             f"scores up to {np.abs(full).max():.3g} for data of scale {scale:.3g}")
@@ -125,7 +127,7 @@ def diagnose(model):
         return [f"{name} factors blew up ({what}): {hint}".rstrip(": ")]
     messages = []
     if P.shape[1] > 0:
-        user_norm = float(np.median(np.linalg.norm(P[np.diff(csr.indptr) > 0], axis=1)))
+        user_norm = float(np.median(row_norms(P, np.flatnonzero(np.diff(csr.indptr) > 0))))
         part = float(np.sqrt(np.mean(dots ** 2)))
         if part < _COLLAPSE * scale:
             hint = _hint(model, [("regularization", "lower"), ("reg_exponent", "lower"),

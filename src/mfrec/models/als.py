@@ -73,8 +73,10 @@ def start_sweeps(ratings, k, init_std, rng):
     order_u = _k.balanced_order(np.diff(csr.indptr))
     order_i = _k.balanced_order(np.diff(csc.indptr))
     std = float(init_std)
-    P = rng.standard_normal((n_users, k), dtype=np.float32) * std
-    Q = rng.standard_normal((n_items, k), dtype=np.float32) * std
+    P = rng.standard_normal((n_users, k), dtype=np.float32)
+    P *= np.float32(std)  # in place: `* std` would hold a second copy of the factors
+    Q = rng.standard_normal((n_items, k), dtype=np.float32)
+    Q *= np.float32(std)
     bu = np.zeros(n_users, dtype=np.float32)
     bi = np.zeros(n_items, dtype=np.float32)
     return mu, u_arrays, i_arrays, order_u, order_i, P, Q, bu, bi, scale
@@ -83,10 +85,24 @@ def start_sweeps(ratings, k, init_std, rng):
 def rating_scale(values):
     """1.0, or the power of two nearest the standard deviation of ``values`` when that is
     outside [1/8, 8] (see :func:`start_sweeps`)."""
-    sd = float(np.std(values, dtype=np.float64)) if values.size else 0.0
+    sd = _std(values) if values.size else 0.0
     if not np.isfinite(sd) or sd == 0.0 or 0.125 <= sd <= 8.0:
         return 1.0
     return float(2.0 ** np.round(np.log2(sd)))
+
+
+def _std(values, chunk=1 << 22):
+    """Standard deviation of a float32 array in float64, two passes over chunks: ``np.std``
+    with ``dtype=float64`` makes a float64 copy of all of ``values`` (8 bytes per rating)."""
+    n = values.size
+    mean = sum(float(np.sum(values[s:s + chunk], dtype=np.float64))
+               for s in range(0, n, chunk)) / n
+    ss = 0.0
+    for s in range(0, n, chunk):
+        d = values[s:s + chunk].astype(np.float64)
+        d -= mean
+        ss += float(d @ d)
+    return float(np.sqrt(ss / n))
 
 
 class ALS(FactorModel):
@@ -218,15 +234,15 @@ class ALS(FactorModel):
             for _ in range(int(self.n_epochs)):
                 if self.solver == "cholesky":
                     _k.solve_rows_cholesky(*u_arrays, P, bu, Q, bi, mu, reg, fit_bias, order_u,
-                                           n_blocks)
+                                           n_blocks, n_threads)
                     _k.solve_rows_cholesky(*i_arrays, Q, bi, P, bu, mu, reg, fit_bias, order_i,
-                                           n_blocks)
+                                           n_blocks, n_threads)
                 else:
                     _k.solve_rows_cg(*u_arrays, P, bu, Q, bi, mu, reg, fit_bias,
-                                     int(self.cg_steps), order_u, n_blocks)
+                                     int(self.cg_steps), order_u, n_blocks, n_threads)
                     _k.solve_rows_cg(*i_arrays, Q, bi, P, bu, mu, reg, fit_bias,
-                                     int(self.cg_steps), order_i, n_blocks)
-                sse = float(_k.row_squared_errors(*u_arrays, P, bu, Q, bi, mu).sum())
+                                     int(self.cg_steps), order_i, n_blocks, n_threads)
+                sse = float(_k.row_squared_errors(*u_arrays, P, bu, Q, bi, mu, n_threads).sum())
                 penalty = reg * (user_counts @ (np.einsum("ij,ij->i", P, P) + bu * bu)
                                  + item_counts @ (np.einsum("ij,ij->i", Q, Q) + bi * bi))
                 loss = float((sse + penalty) / ratings.nnz) * scale**2

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._validation import check_bool, check_int, rng_from
+from .._validation import check_bool, check_int, count_nonfinite, rng_from
 from ..data import Ratings, as_ratings
 from . import _guard
 
@@ -147,6 +147,7 @@ class FactorModel(BaseModel):
         P = np.ascontiguousarray(user_factors)
         Q = np.ascontiguousarray(item_factors)
         dtype = P.dtype
+        self._forget_kept()  # derived from the old factors (and would keep them alive)
         self.user_factors_ = P
         self.item_factors_ = Q
         self.user_bias_ = (np.zeros(P.shape[0], dtype) if user_bias is None
@@ -195,8 +196,8 @@ class FactorModel(BaseModel):
             if value is None:
                 continue
             a = np.asarray(value)
-            if a.dtype.kind in "fc" and not np.isfinite(a).all():
-                bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+            bad = count_nonfinite(a)
+            if bad:
                 raise DivergenceError(
                     f"{type(self).__name__} training diverged: {bad} of {a.size} values of "
                     f"{name} are NaN or infinite (the float arithmetic overflowed); "
@@ -370,7 +371,12 @@ class FactorModel(BaseModel):
         -----
         Users are scored in blocks against tiles of the catalogue with float32 matrix products and
         a partial selection per user, in parallel (``num_threads`` of the model); all user x item
-        scores are never held at once.
+        scores are never held at once. A few users (up to 2**22 user x item scores) are scored by
+        NumPy instead, without starting Numba or threads, against a float32 copy of the item
+        factors transposed (catalogues up to 2**25 factor cells), which is made by the first
+        call and kept on the model. Kept arrays follow the model's when these are replaced (by
+        ``fit``, ``load`` or assignment); after changing a factor array in place, assign it
+        again.
         """
         from .._threads import thread_context
         from .._validation import check_bool, check_int
@@ -389,6 +395,8 @@ class FactorModel(BaseModel):
                                  f" got {U.shape}")
         else:
             uidx = self.user_vocab_.lookup(users)
+            if items is None and exclude is None:  # the common call: a lean path
+                return self._recommend_rows(uidx, n, exclude_seen)
             U = self.user_factors_[uidx]
             ubias = self.user_bias_[uidx].astype(np.float64)
             seen = self.user_items_
@@ -410,6 +418,103 @@ class FactorModel(BaseModel):
         scores = sc.astype(np.float64)
         scores += self.global_mean_ + ubias[:, None]
         return _ids_with_padding(self.item_vocab_, gidx), scores
+
+    def _recommend_rows(self, uidx, n, exclude_seen):
+        """Top-``n`` of the whole catalogue for known users given by model row.
+
+        What :meth:`recommend` answers without ``items`` or ``exclude``, with less work per
+        call: the float32 item arrays (transposed, see :meth:`_topn_arrays`) and the int64 CSR
+        offsets are kept between calls, and the selection reads each score row a few times
+        instead of gathering it (see :func:`_topn_few`). Batches too large for that go to the
+        parallel kernel, as before.
+
+        Parameters
+        ----------
+        uidx : int array of shape (m,)
+            Rows of ``user_factors_`` (already looked up).
+        n : int
+            Already checked (>= 1); capped at the number of items.
+        exclude_seen : bool
+
+        Returns
+        -------
+        ids, scores : as :meth:`recommend`
+        """
+        from ..kernels import topn_numpy
+
+        Q, QT, bias, indptr, indices = self._topn_arrays()
+        n = min(n, Q.shape[0])
+        uidx = np.asarray(uidx, dtype=np.int64)
+        rows = uidx if exclude_seen else np.full(uidx.shape, -1, dtype=np.int64)
+        U = np.ascontiguousarray(self.user_factors_[uidx], dtype=np.float32)
+        if U.shape[0] * Q.shape[0] > topn_numpy.MAX_CELLS:
+            from .._threads import thread_context
+            from ..kernels.topn import topn
+            with thread_context(self._serving_threads()):
+                pos, sc = topn(U, Q, bias, indptr, indices, rows, np.empty(0, np.int64), n)
+        else:
+            pos, sc = _topn_few(U, Q.T if QT is None else QT, bias, indptr, indices, rows, n)
+        scores = sc.astype(np.float64)
+        scores += self.global_mean_ + self.user_bias_[uidx].astype(np.float64)[:, None]
+        return _ids_with_padding(self.item_vocab_, pos), scores
+
+    def _kept(self, key, sources, make):
+        """``make()``, computed once and kept on the model while every array of ``sources`` is
+        still the same object as when it was made.
+
+        Fitting and loading assign new arrays, so what is kept follows them; an array changed in
+        place is not noticed (assign it again, or call :meth:`_forget_kept`). Kept results are
+        private state (not saved in model files).
+        """
+        kept = self.__dict__.setdefault("_kept_arrays", {})
+        entry = kept.get(key)
+        if entry is not None and len(entry[0]) == len(sources) and all(
+                a is b for a, b in zip(entry[0], sources)):
+            return entry[1]
+        value = make()
+        kept[key] = (tuple(sources), value)
+        return value
+
+    def _forget_kept(self):
+        """Drop what :meth:`_kept` holds (the model's arrays were replaced or changed)."""
+        self.__dict__.pop("_kept_arrays", None)
+
+    def _topn_arrays(self):
+        """The arrays the top-N paths take, converted once.
+
+        Returns
+        -------
+        Q : float32 array of shape (n_items, k), C-contiguous
+        QT : float32 array of shape (k, n_items), C-contiguous, or None
+            ``Q.T`` as its own array, for the few-user products: BLAS scores one user against
+            it (a row of accumulations over the items) several times faster than against
+            ``Q.T`` as a view (an item-by-item dot product of length k). It costs a second
+            copy of the item factors, so it is kept only up to ``_TRANSPOSED_MAX_CELLS``.
+        bias : float32 array of shape (n_items,)
+        indptr : int64 array, indices : int32 array
+            The seen (training) CSR matrix.
+        """
+        Q, b, ui = self.item_factors_, self.item_bias_, self.user_items_
+
+        def make():
+            Q32 = np.ascontiguousarray(Q, dtype=np.float32)
+            QT = np.ascontiguousarray(Q32.T) if Q32.size <= _TRANSPOSED_MAX_CELLS else None
+            return (Q32, QT, np.ascontiguousarray(b, dtype=np.float32), *_csr_arrays(ui))
+        return self._kept("topn", (Q, b, ui), make)
+
+    def _unit_factors_t(self, F):
+        """``F`` (user or item factors, shape (c, k)) as float32 rows of unit length, zero rows
+        left zero, transposed: a C-contiguous array of shape (k, c). Computed once per factor
+        array (cosine similarity reads them on every call); transposed for the few-query
+        products (see :meth:`_topn_arrays`)."""
+        def make():
+            F32 = np.asarray(F, dtype=np.float32)
+            norms = np.linalg.norm(F32, axis=1)
+            # zero vectors (e.g. never-trained rows) have no direction: cosine 0 with everything
+            unit = (F32 / np.where(norms > 0, norms, 1)[:, None]).astype(np.float32, copy=False)
+            return np.ascontiguousarray(unit.T)
+        side = "item" if F is self.item_factors_ else "user" if F is self.user_factors_ else id(F)
+        return self._kept(("unit", side), (F,), make)
 
     def _candidates(self, items, exclude):
         """(Q, bias, candidate index or None, candidate position map) for :func:`topn`."""
@@ -442,21 +547,18 @@ class FactorModel(BaseModel):
         # capped: a query never lists itself, so at most all the others
         n = min(check_int("n", n, low=1), max(F.shape[0] - 1, 1))
         qidx = vocab.lookup(query)
-        F = np.asarray(F, dtype=np.float32)
-        norms = np.linalg.norm(F, axis=1)
-        # zero vectors (e.g. never-trained rows) have no direction: cosine 0 with everything
-        Fn = np.ascontiguousarray(F / np.where(norms > 0, norms, 1)[:, None], dtype=np.float32)
-        U = np.ascontiguousarray(Fn[qidx])
-        m = qidx.size
+        FnT = self._unit_factors_t(F)
+        U = np.ascontiguousarray(FnT[:, qidx].T)
+        m, c = qidx.size, FnT.shape[1]
         self_indptr = np.arange(m + 1, dtype=np.int64)  # each query masks itself
-        args = (U, Fn, np.zeros(Fn.shape[0], np.float32), self_indptr, qidx.astype(np.int32),
-                np.arange(m, dtype=np.int64), np.empty(0, np.int64), n)
-        if m * Fn.shape[0] <= topn_numpy.MAX_CELLS:  # a few queries: no Numba, no threads
-            pos, sc = topn_numpy.topn_numpy(*args)
+        args = (np.zeros(c, np.float32), self_indptr, qidx.astype(np.int32),
+                np.arange(m, dtype=np.int64))
+        if m * c <= topn_numpy.MAX_CELLS:  # a few queries: no Numba, no threads
+            pos, sc = _topn_few(U, FnT, *args, n)
         else:
             from ..kernels.topn import topn
             with thread_context(self._serving_threads()):
-                pos, sc = topn(*args)
+                pos, sc = topn(U, np.ascontiguousarray(FnT.T), *args, np.empty(0, np.int64), n)
         return _ids_with_padding(vocab, pos), sc.astype(np.float64)
 
     def similar_items(self, items, n=10):
@@ -654,6 +756,114 @@ class FoldedUsers(NamedTuple):
     factors: np.ndarray
     bias: np.ndarray
     seen: object
+
+
+#: the transposed item factors are kept (see FactorModel._topn_arrays) up to this many cells
+#: (128 MiB of float32)
+_TRANSPOSED_MAX_CELLS = 1 << 25
+#: catalogues up to this many factor cells (4 MiB of float32) stay in the CPU caches: one
+#: user at a time costs no more than a batch product there
+_ONE_BY_ONE_MAX_CELLS = 1 << 20
+#: larger catalogues are read from memory: from this many users on, one product for all of
+#: them reads the factors once (a BLAS product of fewer rows costs more than one row at a time)
+_BATCH_PRODUCT_MIN_USERS = 6
+
+
+def _topn_few(U, QT, item_bias, seen_indptr, seen_indices, seen_rows, n):
+    """Best ``n`` items per user by NumPy, for a few users; the answers of
+    :func:`mfrec.kernels.topn_numpy.topn_numpy` with every item a candidate (up to the float32
+    rounding of the products, which depends on the shape of the BLAS call).
+
+    Users are scored one at a time (``U[r] @ QT``: each user's scores are then the same bits
+    whoever else is in the call), unless the catalogue is large and there are at least
+    ``_BATCH_PRODUCT_MIN_USERS`` of them: then in one product, which reads the item factors once
+    for all. Each score row is then selected in place (see :func:`_select_row`).
+
+    Parameters
+    ----------
+    U : float32 array of shape (m, k)
+    QT : float32 array of shape (k, c)
+        The item factors, transposed (a view of ``Q`` works too, more slowly).
+    item_bias : float32 array of shape (c,)
+    seen_indptr, seen_indices, seen_rows, n
+        As for :func:`mfrec.kernels.topn.topn` (no candidate map).
+
+    Returns
+    -------
+    idx : int64 array of shape (m, n)
+    scores : float32 array of shape (m, n)
+    """
+    m, c = U.shape[0], QT.shape[1]
+    if m >= _BATCH_PRODUCT_MIN_USERS and QT.size > _ONE_BY_ONE_MAX_CELLS:
+        S = np.dot(U, QT)
+    else:
+        S = np.empty((m, c), np.float32)
+        for r in range(m):
+            np.dot(U[r], QT, out=S[r])
+    S += item_bias[None, :]
+    idx = np.full((m, n), -1, np.int64)
+    out = np.full((m, n), -np.inf, np.float32)
+    for r in range(m):
+        _select_row(S[r], seen_rows[r], seen_indptr, seen_indices, n, idx[r], out[r])
+    return idx, out
+
+
+#: a score row at least this many times ``n`` long finds its cut from every
+#: ``_SAMPLE_STEP``-th score first (see _select_row)
+_SAMPLE_MIN = 64
+_SAMPLE_STEP = 8
+
+
+def _select_row(s, su, seen_indptr, seen_indices, n, idx_out, sc_out):
+    """Mask user ``su``'s seen items in the score row ``s`` (modified) and write its best ``n``
+    into ``idx_out``/``sc_out``: ties to the lower position, ``-inf`` and NaN never chosen
+    (``topn_numpy``'s answers).
+
+    A cut ``t`` comes first: the ``n``-th largest of every ``_SAMPLE_STEP``-th score of a long
+    row (of all of them in a short one). When at least ``n`` scores are ``>= t`` (NaN never is),
+    the ``n``-th largest score is ``>= t`` too, so the best ``n`` are among those few candidates
+    and are chosen there exactly. Reading the row twice (the sample's partition, one
+    comparison) costs a fraction of partitioning it all. NumPy sorts NaN above every number,
+    so a sample with NaN among its best, or a row with fewer than ``n`` finite scores, gives a
+    cut that is NaN or ``-inf`` or too few candidates; those rows take the general selection
+    (:func:`_select_general`). (Selecting all rows of a batch with whole-batch NumPy calls was
+    measured slower: the sample's partition along rows and the 2-D ``nonzero`` cost more than
+    the calls they save.)
+    """
+    if su >= 0:
+        s[seen_indices[seen_indptr[su]:seen_indptr[su + 1]]] = -np.inf
+    c = s.size
+    if n < c:
+        sample = s[::_SAMPLE_STEP] if c >= _SAMPLE_MIN * n else s
+        t = np.partition(sample, sample.size - n)[sample.size - n]
+        if t > -np.inf:  # false for NaN too
+            cand = np.flatnonzero(s >= t)  # increasing positions
+            if cand.size >= n:
+                vals = s[cand]  # finite: no NaN, no -inf
+                kth = np.partition(vals, cand.size - n)[cand.size - n]  # the n-th largest
+                keep = vals > kth
+                ties = np.flatnonzero(vals == kth)
+                keep[ties[:n - int(np.count_nonzero(keep))]] = True  # equal scores: lowest first
+                sel = cand[keep]
+                order = sel[np.argsort(-vals[keep], kind="stable")]
+                idx_out[:n] = order
+                sc_out[:n] = s[order]
+                return
+    _select_general(s, n, idx_out, sc_out)
+
+
+def _select_general(s, n, idx_out, sc_out):
+    """The best ``n`` of the (masked) score row ``s`` into ``idx_out``/``sc_out``, as
+    ``topn_numpy`` selects: ``-inf`` and NaN dropped, ties to the lower position."""
+    ok = np.flatnonzero(s > -np.inf)  # drops -inf and NaN
+    if ok.size > n:
+        vals = s[ok]
+        kth = np.partition(vals, ok.size - n)[ok.size - n]
+        above = ok[vals > kth]
+        ok = np.concatenate([above, ok[vals == kth][:n - above.size]])
+    order = ok[np.lexsort((ok, -s[ok]))]  # best first, ties by position
+    idx_out[:order.size] = order
+    sc_out[:order.size] = s[order]
 
 
 def _csr_arrays(csr):

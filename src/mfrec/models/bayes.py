@@ -54,13 +54,12 @@ import numpy as np
 
 from .._threads import thread_context
 from .._validation import check_bool, check_choice, check_float, check_int, rng_from
-from .._lazy import lazy_function, lazy_module
+from .._lazy import lazy_module
 from .als import check_als_run_params, start_sweeps, threads_for
 from .base import DivergenceError, FactorModel
 # Numba is imported by the first fit, not by load
 
 _k = lazy_module("mfrec.kernels.bayes")
-solve_rows_cholesky = lazy_function("mfrec.kernels.als", "solve_rows_cholesky")
 
 __all__ = ["BayesianMF"]
 
@@ -68,7 +67,7 @@ NOISE_MODELS = ("rows", "gaussian")
 IMPLICIT_SIDES = {"both": (0, 1), "users": (0,), "items": (1,), "none": ()}
 IMPLICIT_LAM0 = 1.0  # starting precision scale of the implicit-feedback weights
 INIT_SWEEPS = 5      # ALS-WR sweeps that start the chain
-INIT_REG = 0.1       # their weighted-lambda regularisation (the ALS default)
+INIT_REG = 0.1       # their weighted-lambda regularisation (the ALS default, biases included)
 
 
 class BayesianMF(FactorModel):
@@ -218,20 +217,10 @@ class BayesianMF(FactorModel):
         csr, csc = ratings.csr, ratings.csc
         nnz = ratings.nnz
         n_users, n_items = ratings.shape
-        # Start the chain from a regularised least-squares fit, as the BPMF paper starts from
-        # the MAP solution: from small random factors the sampled prior precision is huge and
-        # the chain needs very many sweeps to leave the neighbourhood of zero on large data.
         # (ratings of unusual spread are divided by a power of two, `scale`: the hyperpriors
         # then see data of unit spread, and float32 does not overflow; see start_sweeps)
         mu, u_arrays, i_arrays, order_u, order_i, P, Q, bu, bi, scale = start_sweeps(
             ratings, k, self.init_std, rng)
-        n_threads = threads_for(self.num_threads, nnz)
-        with thread_context(n_threads) as n_threads:
-            for _ in range(INIT_SWEEPS):
-                solve_rows_cholesky(*u_arrays, P, bu, Q, bi, mu, INIT_REG, fit_bias, order_u,
-                                    8 * n_threads)
-                solve_rows_cholesky(*i_arrays, Q, bi, P, bu, mu, INIT_REG, fit_bias, order_i,
-                                    8 * n_threads)
         # factors augmented with the bias as last column
         U = np.empty((n_users, d), dtype=np.float32)
         V = np.empty((n_items, d), dtype=np.float32)
@@ -239,6 +228,9 @@ class BayesianMF(FactorModel):
         if fit_bias:
             U[:, k], V[:, k] = bu, bi
         del P, Q, bu, bi
+        n_threads = threads_for(self.num_threads, nnz)
+        with thread_context(n_threads) as n_threads:
+            _ridge_start(U, V, u_arrays, i_arrays, order_u, order_i, mu, fit_bias, n_threads)
         fixed_alpha = self.noise_precision
         # a precision in the ratings' units becomes one in the scaled units
         alpha = 2.0 if fixed_alpha is None else float(fixed_alpha) * scale**2
@@ -307,7 +299,8 @@ class BayesianMF(FactorModel):
                             quad = float(np.sum(imp_Lam[side] * imp_gram[side]))
                             imp_lam[side] = float(rng.gamma(1.0 + 0.5 * W.size,
                                                             1.0 / (1.0 + 0.5 * quad)))
-                        _k.implicit_offsets(arrays[0], arrays[1], xs, W, off, order, n_blocks)
+                        _k.implicit_offsets(arrays[0], arrays[1], xs, W, off, order, n_blocks,
+                                            n_threads)
                         # the weights are draws of the same precision Lambda (scaled by lam)
                         m, Lam = _sample_normal_wishart(
                             X, beta0, rng, offset=off, extra_n=W.shape[0],
@@ -322,7 +315,8 @@ class BayesianMF(FactorModel):
                         pending[queued[0]] = runner.submit(*queued[1:])
                         queued = None
                     _k.sample_rows(*arrays, X, Y, xw, yw, mu, alpha, m32, prior_off,
-                                   Lam.astype(np.float32), fit_bias, key, order, n_blocks)
+                                   Lam.astype(np.float32), fit_bias, key, order, n_blocks,
+                                   n_threads=n_threads)
                     if side in imp_sides:
                         # residuals x_u - m - off_u of the new rows; the weights' pass given
                         # them starts beside the next draw of rows
@@ -334,7 +328,7 @@ class BayesianMF(FactorModel):
                                   _stream_key(rng))
                 # per user: sum_i scale_i e_ui^2 (plain squared errors when not robust)
                 err_u, plain_u = _k.row_squared_errors(*u_arrays, U, V, scale_i, mu, fit_bias,
-                                                       order_u, n_blocks)
+                                                       order_u, n_blocks, n_threads)
                 weighted_sse = float(scale_u.astype(np.float64) @ err_u)
                 sse = float(plain_u.sum())
                 if fixed_alpha is None:
@@ -345,7 +339,7 @@ class BayesianMF(FactorModel):
                     scale_u = rng.gamma(half_dof + 0.5 * count_u,
                                         1.0 / (half_dof + 0.5 * alpha * err_u)).astype(np.float32)
                     err_i, _ = _k.row_squared_errors(*i_arrays, V, U, scale_u, mu, fit_bias,
-                                                     order_i, n_blocks)
+                                                     order_i, n_blocks, n_threads)
                     scale_i = rng.gamma(half_dof + 0.5 * count_i,
                                         1.0 / (half_dof + 0.5 * alpha * err_i)).astype(np.float32)
                 if not (np.isfinite(sse) and np.isfinite(alpha)):
@@ -394,6 +388,34 @@ class BayesianMF(FactorModel):
         self.rank_ = int(cols)
         self.n_samples_ = n_kept
         return self
+
+
+def _ridge_start(U, V, u_arrays, i_arrays, order_u, order_i, mu, fit_bias, n_threads):
+    """``INIT_SWEEPS`` ALS-WR sweeps on the augmented factors ``U``, ``V``, in place.
+
+    The chain starts from a regularised least-squares fit, as the BPMF paper starts from the MAP
+    solution: from small random factors the sampled prior precision is huge and the chain needs
+    very many sweeps to leave the neighbourhood of zero on large data. Each half-sweep is the
+    sampling kernel without noise (its posterior mean): with unit noise precision, row weights
+    ``1 / n_u``, a zero prior mean and prior precision ``INIT_REG * I``, the mean is the ALS-WR
+    solution ``(G'G + INIT_REG n_u I)^-1 G't``, so the fit compiles no other kernel.
+    """
+    d = U.shape[1]
+    prec = (INIT_REG * np.eye(d)).astype(np.float32)
+    zero_mean = np.zeros(d, dtype=np.float32)
+    no_off = np.zeros((1, d), dtype=np.float32)
+    # alpha * xw[u] = 1 / n_u: the row's system is the weighted-lambda one divided by n_u (a row
+    # without ratings takes weight 1; its mean is 0 whatever the weight)
+    w_u = (1.0 / np.maximum(np.diff(u_arrays[0]), 1)).astype(np.float32)
+    w_i = (1.0 / np.maximum(np.diff(i_arrays[0]), 1)).astype(np.float32)
+    ones_u = np.ones(U.shape[0], dtype=np.float32)
+    ones_i = np.ones(V.shape[0], dtype=np.float32)
+    for _ in range(INIT_SWEEPS):
+        for X, Y, arrays, order, xw, yw in ((U, V, u_arrays, order_u, w_u, ones_i),
+                                            (V, U, i_arrays, order_i, w_i, ones_u)):
+            _k.sample_rows(*arrays, X, Y, xw, yw, mu, 1.0, zero_mean, no_off, prec, fit_bias,
+                           np.uint64(0), order, 8 * n_threads, noise_scale=0.0,
+                           n_threads=n_threads)
 
 
 def _sample_normal_wishart(X, beta0, rng, offset=None, extra_scatter=None, extra_n=0):

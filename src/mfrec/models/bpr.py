@@ -157,7 +157,7 @@ class BPR(FactorModel):
                 loss, skipped = _k.epoch(entry_users, indptr, indices, P, Q, bias,
                                          float(self.learning_rate), float(self.regularization),
                                          float(self.bias_regularization), pos.nnz, popularity,
-                                         bool(self.verify_negatives), states)
+                                         bool(self.verify_negatives), states, threads)
                 self.loss_history_.append(float(loss))
                 if not np.isfinite(loss) or loss > _DIVERGED_LOSS:
                     raise DivergenceError(
@@ -184,12 +184,12 @@ class BPR(FactorModel):
             items = items[keep]
         rng = rng_from(self.random_state)
         states = _k.split_seed(seed_from(rng), max(m, 1))[:m]
-        with thread_context(self.num_threads):
+        with thread_context(self.num_threads) as threads:
             P = _k.fold_in(indptr, items.astype(np.int32), self.item_factors_, self.item_bias_,
                            self.user_items_.indices, float(self.learning_rate),
                            float(self.regularization), int(self.n_epochs), _FOLD_IN_MIN_STEPS,
                            self.negative_sampling == "popularity", bool(self.verify_negatives),
-                           states)
+                           states, threads)
         return P, np.zeros(m, np.float32)
 
 

@@ -6,7 +6,7 @@ import scipy.sparse as sp
 
 from .._validation import check_choice, check_float, check_int
 from .._lazy import lazy_function
-from .base import FactorModel, MissingMixin
+from .base import DivergenceError, FactorModel, MissingMixin
 
 # Numba is imported by the first fit, not by load
 observed_dots = lazy_function("mfrec.kernels.sparse", "observed_dots")
@@ -127,7 +127,7 @@ class GradientDescent(MissingMixin, FactorModel):
             loss = (sse / ratings.nnz + 0.5 * penalty if self.missing == "zero"
                     else (sse + penalty) / ratings.nnz)
             if not np.isfinite(loss) or loss > 1e12:
-                raise FloatingPointError(
+                raise DivergenceError(
                     f"gradient descent diverged at iteration {it} (loss {loss:.3g}) with "
                     f"learning_rate={lr!r}; use learning_rate='auto' or a smaller step")
             self.loss_history_.append(float(loss))

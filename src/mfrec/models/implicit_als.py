@@ -16,6 +16,7 @@ import numpy as np
 from .._threads import thread_context
 from .._validation import (check_bool, check_choice, check_float, check_int, rng_from)
 from .._lazy import lazy_function, lazy_module
+from ..data import as_ratings
 from .base import FactorModel
 
 _k = lazy_module("mfrec.kernels.implicit_als")  # Numba: imported by the first fit
@@ -183,14 +184,14 @@ class ImplicitALS(FactorModel):
             i_blocks = _k.balanced_blocks(i_ptr, 8 * threads, k)
             for _ in tqdm(range(self.n_epochs), disable=not self.verbose, desc="ImplicitALS",
                           unit="epoch"):
-                self._half_step(u_ptr, u_idx, u_val, X, Y, reg_u, u_blocks, alpha)
-                self._half_step(i_ptr, i_idx, i_val, Y, X, reg_i, i_blocks, alpha)
+                self._half_step(u_ptr, u_idx, u_val, X, Y, reg_u, u_blocks, alpha, threads)
+                self._half_step(i_ptr, i_idx, i_val, Y, X, reg_i, i_blocks, alpha, threads)
                 # stop at the first sweep that overflowed (a pass over the factors: cheap next
                 # to the sweep) instead of running the rest on NaN
                 self._check_finite_fit(user_factors=X, item_factors=Y)
                 if self.compute_loss:
                     YtY = _gram(Y)
-                    total = _k.loss(u_ptr, u_idx, u_val, X, Y, YtY, alpha, reg_u)
+                    total = _k.loss(u_ptr, u_idx, u_val, X, Y, YtY, alpha, reg_u, threads)
                     total += float(np.sum(reg_i * np.sum(Y.astype(np.float64) ** 2, axis=1)))
                     weight = (n_users * n_items
                               + self.alpha_ * float(u_val.sum(dtype=np.float64)))
@@ -223,19 +224,44 @@ class ImplicitALS(FactorModel):
                else float(self.regularization))
         return alpha, lam
 
+    @classmethod
+    def _carry_params(cls, params, part, full):
+        """``params`` found on ratings ``part`` moved to ratings ``full`` (a superset): numeric
+        ``alpha`` and ``regularization`` are scaled by the ratio of their ``"auto"`` values on
+        the two, i.e. kept in the units in which the defaults scale (a mean observation's
+        confidence, and the unobserved weight against a row's observations). Used by
+        :func:`mfrec.evaluation.tuning.auto_tune` for its refit."""
+        out = dict(params)
+        alpha, reg = params.get("alpha", "auto"), params.get("regularization", "auto")
+        auto = cls(alpha="auto", regularization="auto")
+        a_part, l_part = auto._scaled_defaults(as_ratings(part).csr)
+        a_full, l_full = auto._scaled_defaults(as_ratings(full).csr)
+        if not _is_auto(alpha):
+            out["alpha"] = float(alpha) * a_full / a_part
+        if not _is_auto(reg):
+            # in units of a mean observation's confidence, 1 + alpha * m, before and after
+            m_part = (l_part / _AUTO_LAMBDA - 1.0) / a_part
+            m_full = (l_full / _AUTO_LAMBDA - 1.0) / a_full
+            a_before = a_part if _is_auto(alpha) else float(alpha)
+            a_after = a_full if _is_auto(alpha) else out["alpha"]
+            out["regularization"] = (float(reg) * (1.0 + a_after * m_full)
+                                     / (1.0 + a_before * m_part))
+        return out
+
     def _resolved(self):
         """(alpha, regularization) as fitted; the hyperparameters for a model saved before
         ``alpha_`` existed."""
         return (float(getattr(self, "alpha_", self.alpha)),
                 float(getattr(self, "regularization_", self.regularization)))
 
-    def _half_step(self, indptr, indices, values, X, Y, reg_rows, blocks, alpha):
+    def _half_step(self, indptr, indices, values, X, Y, reg_rows, blocks, alpha, n_threads):
         YtY = _gram(Y)
         if self.solver == "cg":
             _k.cg_solve(indptr, indices, values, X, Y, YtY, alpha, reg_rows, self.cg_steps,
-                        blocks, _GATHER_CAP)
+                        blocks, _GATHER_CAP, n_threads)
         else:
-            _k.cholesky_solve(indptr, indices, values, X, Y, YtY, alpha, reg_rows, blocks)
+            _k.cholesky_solve(indptr, indices, values, X, Y, YtY, alpha, reg_rows, blocks,
+                              n_threads)
 
     # ------------------------------------------------------------------ fold-in
     def _fold_in_solve(self, indptr, items, values):
@@ -250,8 +276,7 @@ class ImplicitALS(FactorModel):
         with thread_context(self.num_threads) as threads:
             blocks = _k.balanced_blocks(indptr, 8 * threads, k)
             alpha = np.float32(self._resolved()[0])
-            _k.cholesky_solve(indptr, items, values, X, Y, _gram(Y), alpha,
-                              reg, blocks)
+            _k.cholesky_solve(indptr, items, values, X, Y, _gram(Y), alpha, reg, blocks, threads)
         return X, np.zeros(m, np.float32)
 
 

@@ -307,7 +307,7 @@ def train_sgd(model, ratings, P, Q, bu, bi, mu, *, regs, learning_rates, decay, 
             for epoch in range(n_epochs):
                 _k.sgd_epoch(users, items, values, block_ptr, n_blocks, n_threads, P, Q, bu, bi,
                              f32(mu), f32(lr_bias), f32(lr), f32(reg_bu), f32(reg_bi), f32(reg_p),
-                             f32(reg_q), block_err)
+                             f32(reg_q), block_err, n_threads)
                 penalty = (reg_p * counts_u @ _sq_rows(P)
                            + reg_q * counts_i @ _sq_rows(Q)
                            + reg_bu * counts_u @ np.square(bu.astype(np.float64))

@@ -155,7 +155,7 @@ class SVDpp(FactorModel):
                     order = rng.permutation(n_users).astype(np.int32)
                     _k.svdpp_epoch(indptr, indices, values, order, n_chunks, P, Q, Y, bu, bi,
                                    f32(mu), f32(lr), f32(lr), f32(reg_b), f32(reg_f), f32(reg_y),
-                                   chunk_err)
+                                   chunk_err, n_threads)
                     penalty = (reg_f * counts_u @ _sq_rows(P)
                                + reg_f * counts_i @ _sq_rows(Q)
                                + reg_y * counts_i @ _sq_rows(Y)

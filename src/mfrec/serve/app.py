@@ -30,6 +30,14 @@ Endpoints (all JSON; OpenAPI schema at ``/openapi.json``):
 ``GET /metrics``          Prometheus text: request counts by route and status, latency histogram
 ``GET /``                 the explorer page (static HTML, CSS, JS shipped in the package)
 ========================  =====================================================================
+
+The two busiest requests, ``GET /api/health`` and a plain single-user ``POST /api/recommend``
+(fields ``user``, ``n``, ``exclude_seen``), take a fast path in the service's middleware: the
+same validation (the route's own pydantic model) and the same answers, without FastAPI's
+routing and dependency machinery; anything else they meet (other fields, odd bodies, errors of
+validation) goes to the routes. Concurrent single-user recommends are answered together by
+:class:`RecommendBatcher` (one model call for the group). Everything runs on the event loop; a
+reload loads and checks the new file in a thread beside it.
 """
 import asyncio
 import datetime as _dt
@@ -40,6 +48,7 @@ import logging
 import math
 import os
 import signal
+import threading
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -529,11 +538,16 @@ class Snapshot:
         if missing == "error":
             bad = np.flatnonzero(idx < 0)
             if bad.size:
-                shown = ", ".join(repr(values[j]) for j in bad[:5].tolist())
-                raise ClientError(404, f"unknown {side} id{'s' if bad.size > 1 else ''} {shown}"
-                                       f"{' and more' if bad.size > 5 else ''}: this model knows "
-                                       f"{len(vocab)} {side}s")
+                raise self.unknown(side, [values[j] for j in bad.tolist()])
         return arr, idx
+
+    def unknown(self, side, values):
+        """The 404 for request ids (``values``, as sent) the model does not know."""
+        vocab = self.model.user_vocab_ if side == "user" else self.model.item_vocab_
+        shown = ", ".join(repr(v) for v in values[:5])
+        return ClientError(404, f"unknown {side} id{'s' if len(values) > 1 else ''} {shown}"
+                                f"{' and more' if len(values) > 5 else ''}: this model knows "
+                                f"{len(vocab)} {side}s")
 
     def scored_items(self, ids, scores):
         out = []
@@ -592,8 +606,20 @@ def _event(event, **fields):
     return json.dumps({"time": _now(), "event": event, **fields}, default=str)
 
 
+_second = [None, ""]  # the last whole second formatted by _now, and its text
+
+
 def _now():
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+    """UTC time as ISO 8601 with milliseconds (``2026-12-01T03:39:47.123+00:00``).
+
+    One line per request calls this: the date and time of day are formatted once per second.
+    """
+    t = time.time()
+    sec = int(t)
+    if sec != _second[0]:
+        _second[1] = _dt.datetime.fromtimestamp(sec, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        _second[0] = sec
+    return f"{_second[1]}.{int((t - sec) * 1000):03d}+00:00"
 
 
 class Metrics:
@@ -615,6 +641,21 @@ class Metrics:
                                 registry=self.registry)
         self.size = Gauge("mfrec_model_size", "Users and items of the served model", ["what"],
                           registry=self.registry)
+        self.batch = Histogram(
+            "mfrec_recommend_batch_users", "Single-user recommend requests scored together "
+            "(concurrent requests share one matrix product)", registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64))
+        self._children = {}  # (route, method, status) -> (counter, histogram): labels() is slow
+
+    def request(self, route, method, status, seconds):
+        """Count one answered request and its latency."""
+        key = (route, method, status)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = (self.requests.labels(route, method, str(status)),
+                                           self.latency.labels(route))
+        child[0].inc()
+        child[1].observe(seconds)
 
     def model(self, snap):
         self.generation.set(snap.generation)
@@ -624,6 +665,46 @@ class Metrics:
     def text(self):
         from prometheus_client import generate_latest
         return generate_latest(self.registry)
+
+
+_quote = json.encoder.encode_basestring_ascii  # a str as a JSON string, as json.dumps writes it
+
+
+def _access_line(client, method, path, route, status, ms, size):
+    """One access-log line: the JSON object ``json.dumps`` would write for these fields, made
+    by formatting (this runs once per request; the strings are quoted as JSON does)."""
+    return (f'{{"time": "{_now()}", "client": {"null" if client is None else _quote(client)}, '
+            f'"method": {_quote(method)}, "path": {_quote(path)}, "route": {_quote(route)}, '
+            f'"status": {int(status)}, "ms": {float(ms)!r}, "bytes": {int(size)}}}')
+
+
+_record_templates = {}  # thread id -> the fields of an access record made in that thread
+
+
+def _access_record(line):
+    """A :class:`logging.LogRecord` (level INFO, logger ``mfrec.serve.access``) for one access
+    line, as ``Logger.makeRecord`` makes it, with less work per line.
+
+    ``LogRecord.__init__`` finds the thread, process and file names again for every record, and
+    ``Logger.info`` walks the stack to find the caller: most of the time of a log line when the
+    line itself is cheap. Those fields are the same for every line written from one thread, so
+    they are copied from a record made once per thread; the message and times are this
+    line's. Handlers, levels and filters apply as to any record.
+    """
+    tid = threading.get_ident()
+    template = _record_templates.get(tid)
+    if template is None:
+        first = access_log.makeRecord(access_log.name, logging.INFO, __file__, 0, "", None,
+                                      None)
+        template = _record_templates[tid] = dict(vars(first))
+    record = logging.LogRecord.__new__(logging.LogRecord)
+    record.__dict__.update(template)
+    now = time.time()
+    record.msg = line
+    record.created = now
+    record.msecs = (now - int(now)) * 1000
+    record.relativeCreated = template["relativeCreated"] + (now - template["created"]) * 1000
+    return record
 
 
 # ---------------------------------------------------------------------- the service state
@@ -636,6 +717,7 @@ class Service:
         self.labels = read_labels(labels) if labels else None
         self.token = token.strip().encode() if token and token.strip() else None
         self.metrics = Metrics()
+        self.batcher = RecommendBatcher(self.metrics)
         self._lock = asyncio.Lock()
         snap = self._build(1)
         self.current = snap
@@ -679,6 +761,120 @@ class Service:
             return True, snap
 
 
+class RecommendBatcher:
+    """Concurrent single-user recommend requests, answered together.
+
+    A request adds its user and waits for a flush, which answers each group of requests for
+    the same snapshot and options with one call of the model (one id lookup, and for a catalogue
+    too large for the CPU caches one matrix product, which reads the item factors once for the
+    group instead of once per request). It runs on the event loop: nothing waits on a thread.
+
+    When to flush: a connection answered by the last flush is expected back soon (a client
+    keeping a connection open sends its next request when it has the answer). A flush runs
+    as soon as every connection of the last flush has a request pending, or when the first
+    pending request has waited ``linger`` seconds (a small share of what the last flush took,
+    so a few milliseconds at most). Without that wait, requests that arrive while a flush
+    computes form the next group by themselves, and groups stay as small as the gaps between
+    clients (cohorts that never merge); with it, one client alone is answered at once, and
+    clients under load are answered together.
+
+    A small catalogue is scored one user at a time inside the call, so each answer is exactly
+    what ``model.recommend([user])`` gives; in a large catalogue's shared product a score can
+    differ from the lone call's in the last float32 bit (the ranking only where two items are
+    that close).
+
+    Each request keeps the snapshot it started on, so requests in flight during a reload finish
+    on the old model.
+
+    Parameters
+    ----------
+    metrics : Metrics
+        Batch sizes go to ``mfrec_recommend_batch_users``.
+    """
+
+    #: the longest a request waits for others (seconds) ...
+    max_linger = 0.003
+    #: ... and the share of the last flush's time it may wait
+    linger_share = 0.5
+
+    def __init__(self, metrics):
+        self.metrics = metrics
+        self._reset(None)
+
+    def _reset(self, loop):
+        """Empty state, on ``loop`` (what is pending on another loop can never be flushed)."""
+        self.loop = loop
+        self.pending = []
+        self.expected = set()  # connections of the last flush with no request pending yet
+        self.flush_handle = None
+        self.timed = False      # whether the scheduled flush is the linger timer
+        self.last_cost = 0.0    # seconds the last flush took
+
+    def submit(self, snap, user_id, raw, n, exclude_seen, connection=None):
+        """A future of ``(ids, scores)``, one row of :meth:`FactorModel.recommend`, for the
+        user ``user_id`` (an array of one id, as :meth:`Snapshot.ids` gives it; ``raw`` is the id
+        as sent, for the 404 message). ``connection`` (the ASGI ``client``) tells the flush whom
+        to wait for."""
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop:  # served from another loop (a restarted server): start over
+            self._reset(loop)
+        future = loop.create_future()
+        if connection is not None:
+            connection = tuple(connection)  # (ASGI allows any iterable)
+        self.pending.append((snap, n, exclude_seen, user_id, raw, future, connection))
+        self.expected.discard(connection)
+        if self.flush_handle is None:
+            linger = min(self.max_linger, self.linger_share * self.last_cost)
+            if self.expected and linger > 0:
+                self.flush_handle, self.timed = loop.call_later(linger, self.flush), True
+            else:
+                # the next turn of the loop: requests read in this turn join
+                self.flush_handle, self.timed = loop.call_soon(self.flush), False
+        elif self.timed and not self.expected:  # everyone is back: no need to wait
+            self.flush_handle.cancel()
+            self.flush_handle, self.timed = loop.call_soon(self.flush), False
+        return future
+
+    def flush(self):
+        """Answer everything pending, one model call per (snapshot, n, exclude_seen) group."""
+        start = time.perf_counter()
+        pending, self.pending, self.flush_handle = self.pending, [], None
+        groups = {}
+        for entry in pending:
+            groups.setdefault((id(entry[0]), entry[1], entry[2]), []).append(entry)
+        for group in groups.values():
+            self._answer(group)
+        self.expected = {e[6] for e in pending if e[6] is not None}
+        self.last_cost = time.perf_counter() - start
+
+    def _answer(self, group):
+        """Set the result (or error) of every request of one group."""
+        snap, n, exclude_seen = group[0][:3]
+        try:
+            idx = snap.model.user_vocab_.lookup(np.concatenate([e[3] for e in group]),
+                                                unknown="mask")
+            known = idx >= 0
+            ids, scores = snap.model._recommend_rows(idx[known], n, exclude_seen)
+            self.metrics.batch.observe(len(group))
+        except Exception as exc:  # every request of the group gets the error
+            if isinstance(exc, ValueError):  # as _ask: a client's values, not a server fault
+                exc = ClientError(422, [{"type": "value_error", "loc": ["body"],
+                                         "msg": str(exc)}])
+            for e in group:
+                if not e[5].done():
+                    e[5].set_exception(exc)
+            return
+        row = 0
+        for e, ok in zip(group, known.tolist()):
+            future = e[5]
+            if not future.done():  # (a cancelled request)
+                if ok:
+                    future.set_result((ids[row], scores[row]))
+                else:
+                    future.set_exception(snap.unknown("user", [e[4]]))
+            row += ok
+
+
 # ---------------------------------------------------------------------- middleware
 _PUBLIC = ("/api/health", "/", "/index.html")
 _PAGE_HEADERS = [
@@ -690,12 +886,20 @@ _PAGE_HEADERS = [
 
 
 class ServiceMiddleware:
-    """Pure ASGI: token check, body cap, security headers, metrics and the access log."""
+    """Pure ASGI: token check, body cap, security headers, metrics and the access log; and the
+    fast paths of the busiest routes.
 
-    def __init__(self, app, service, routes):
+    ``fast`` maps ``(method, path)`` to a handler ``(scope, receive, send) -> None | receive``
+    that answers the request itself (None), or gives it to the application with a ``receive``
+    that replays what the handler read (anything it does not answer exactly as the
+    application would: odd bodies, validation errors, options it does not handle).
+    """
+
+    def __init__(self, app, service, routes, fast=None):
         self.app = app
         self.service = service
         self.routes = routes
+        self.fast = fast or {}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -713,15 +917,12 @@ class ServiceMiddleware:
             elapsed = time.perf_counter() - start
             route = path if path in self.routes else (
                 "/static" if path.startswith("/static/") else "unmatched")
-            m = self.service.metrics
-            m.requests.labels(route, scope["method"], str(status[0])).inc()
-            m.latency.labels(route).observe(elapsed)
+            self.service.metrics.request(route, scope["method"], status[0], elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 client = scope.get("client")
-                access_log.info(json.dumps({
-                    "time": _now(), "client": client[0] if client else None,
-                    "method": scope["method"], "path": path, "route": route,
-                    "status": status[0], "ms": round(elapsed * 1e3, 3), "bytes": sent[0]}))
+                access_log.handle(_access_record(_access_line(
+                    client[0] if client else None, scope["method"], path, route, status[0],
+                    round(elapsed * 1e3, 3), sent[0])))
 
         async def send_wrapped(message):
             if message["type"] == "http.response.start":
@@ -738,6 +939,11 @@ class ServiceMiddleware:
             if error is not None:
                 await _send_json(send_wrapped, *error)
                 return
+            fast = self.fast.get((scope["method"], path))
+            if fast is not None:
+                receive = await fast(scope, receive, send_wrapped)
+                if receive is None:
+                    return
             await self.app(scope, self._capped(receive), send_wrapped)
         finally:
             if not recorded[0]:  # failed before the response ended (a 500 sent outside)
@@ -782,12 +988,51 @@ class ServiceMiddleware:
         return wrapped
 
 
-async def _send_json(send, status, body, headers):
+async def _send_json(send, status, body, headers=()):
     data = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(data)).encode()), *headers]})
     await send({"type": "http.response.body", "body": data})
+
+
+async def _read_json_body(scope, receive):
+    """The body of a request with a Content-Length and a JSON content type, for a fast path.
+
+    Returns ``(body, messages)``: ``body`` is None when the request is not of that kind or the
+    client went away; ``messages`` are the ASGI messages read (see :func:`_replay`).
+    """
+    length = ctype = None
+    for k, v in scope["headers"]:
+        if k == b"content-length":
+            length = v
+        elif k == b"content-type":
+            ctype = v
+    # anything else (chunked bodies, other or missing content types) is the application's:
+    # it has the rules for them, and the fast path must answer exactly as it would
+    if length is None or ctype is None or ctype.partition(b";")[0].strip().lower() != \
+            b"application/json":
+        return None, []
+    messages, chunks = [], []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return None, messages
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks), messages
+
+
+def _replay(messages, receive):
+    """A ``receive`` that gives ``messages`` again, then reads on."""
+    pending = list(messages)
+
+    async def replayed():
+        if pending:
+            return pending.pop(0)
+        return await receive()
+    return replayed
 
 
 def _ask(method, *args, **kwargs):
@@ -1064,8 +1309,47 @@ def create_app(model_path, *, labels=None, token=None):
             return schema
         app.openapi = openapi
 
+    # The fast paths of the busiest routes: the same answers without FastAPI's per-request
+    # machinery (routing, dependency solving, content-type parsing), which costs more than
+    # the whole answer for a small model. The routes above stay: they define the schema and
+    # answer everything the fast paths hand back.
+    async def fast_health(scope, receive, send):
+        await _send_json(send, 200, {"status": "ok", "generation": service.current.generation})
+
+    # the options the fast recommend handles: anything else (items, exclude, unknown fields)
+    # goes to the route
+    simple = frozenset(("user", "n", "exclude_seen"))
+
+    async def fast_recommend(scope, receive, send):
+        body, messages = await _read_json_body(scope, receive)
+        try:
+            obj = json.loads(body) if body else None
+            if type(obj) is not dict or not obj.keys() <= simple:
+                return _replay(messages, receive)
+            req = R.RecommendRequest.model_validate(obj)  # as FastAPI validates the body
+        except (ValueError, RecursionError):  # bad JSON, failed validation: the route answers
+            return _replay(messages, receive)
+        snap = service.current
+        try:
+            arr, big = snap.ids([req.user], "user", ["user"])
+            if big:  # beyond int64: no model holds it
+                raise snap.unknown("user", [req.user])
+            ids, scores = await service.batcher.submit(snap, arr, req.user, req.n,
+                                                       req.exclude_seen, scope.get("client"))
+        except ClientError as exc:
+            await _send_json(send, exc.status, {"detail": exc.detail})
+            return None
+        data = json.dumps({"user": req.user, "items": snap.scored_items(ids, scores)},
+                          allow_nan=False).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(data)).encode())]})
+        await send({"type": "http.response.body", "body": data})
+        return None
+
+    fast = {("GET", "/api/health"): fast_health, ("POST", "/api/recommend"): fast_recommend}
     routes = {r.path for r in app.routes if hasattr(r, "methods")}
-    app.add_middleware(ServiceMiddleware, service=service, routes=routes)
+    app.add_middleware(ServiceMiddleware, service=service, routes=routes, fast=fast)
     return app
 
 
@@ -1118,10 +1402,11 @@ def run(model_path, *, host="127.0.0.1", port=8000, labels=None, token=None, acc
     if not token and host not in ("127.0.0.1", "localhost", "::1"):
         log.warning(_event("no_token", host=host,
                            message="serving beyond loopback without a token"))
-    # uvicorn's faster HTTP parser when installed (the serve extra brings it)
+    # uvicorn's faster HTTP parser and event loop when installed (the serve extra brings them)
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     config = uvicorn.Config(app, host=host, port=port, access_log=False, log_config=None,
-                            http=http, server_header=False, lifespan="on")
+                            http=http, loop=loop, server_header=False, lifespan="on")
     log.info(_event("serving", model=str(model_path), url=f"http://{host}:{port}/",
-                    pid=os.getpid(), token=bool(token)))
+                    pid=os.getpid(), token=bool(token), http=http, loop=loop))
     uvicorn.Server(config).run()
