@@ -48,8 +48,8 @@ IMPLICIT = {"implicit-als": "AlternatingLeastSquares", "bpr": "BayesianPersonali
 ESTIMATED = ("SVDpp", "BayesianMF", "NMF", "SVD")
 K = 64
 
-MFREC_CHILD = r"""
-import json, sys, time
+#: what both measured processes start with: their peak memory, a way to reset it, their arguments
+CHILD_PRELUDE = r"""import json, sys, time
 def hwm():
     with open("/proc/self/status") as f:
         for line in f:
@@ -63,6 +63,9 @@ def reset_peak():
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
 path, cls, epochs, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+"""
+
+MFREC_CHILD = CHILD_PRELUDE + r"""
 import mfrec
 Model = getattr(mfrec, cls)
 params = dict(n_factors=%(k)d, n_epochs=epochs, num_threads=threads, random_state=0)
@@ -84,21 +87,7 @@ print(json.dumps({"read_s": read_s, "fit_s": fit_s, "read_peak_mb": read_peak,
                   "n_items": r.n_items}))
 """ % {"k": K}
 
-IMPLICIT_CHILD = r"""
-import json, sys, time
-def hwm():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-def reset_peak():
-    # Linux: writing 5 to clear_refs resets VmHWM to the current RSS, so the next reading is
-    # the peak of what follows (the fit), not of the data reading before it
-    import gc
-    gc.collect()
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-path, cls, epochs, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+IMPLICIT_CHILD = CHILD_PRELUDE + r"""
 import numpy as np, scipy.sparse as sp, pyarrow.parquet as pq
 import implicit.cpu.als, implicit.cpu.bpr
 Model = {"AlternatingLeastSquares": implicit.cpu.als.AlternatingLeastSquares,
