@@ -9,7 +9,12 @@ inner-product scan, efforts read as ``n_probe``). All answer top-10 queries for 
 of users at several search efforts. Recall is measured against exact top-10 by
 ``model.recommend(exclude_seen=False)``; throughput against that exact path in the same run.
 
-usage: python benchmarks/bench_ann.py MODEL.mfrec [--users 5000] [--items N]
+``--exclude-seen`` leaves each user's training items out everywhere: exact, ItemIndex (its own
+way), and the libraries through the same recipe (ask for 10 plus the user's number of seen items,
+rounded up to a power of two, with the search effort raised to at least that; drop the seen
+ones), timed with that filtering.
+
+usage: python benchmarks/bench_ann.py MODEL.mfrec [--users 5000] [--items N] [--exclude-seen]
            [--libraries faiss,hnswlib,usearch,faiss-ivf,itemindex] [--spaces ip,l2]
            [--efforts 32 128 512] [--out FILE.md]
 
@@ -99,15 +104,50 @@ def faiss_ivf_backend(X, threads, metric):
     return query
 
 
-def itemindex_backend(model, users, threads):
+def itemindex_backend(model, users, threads, exclude_seen):
     """mfrec's own ItemIndex: efforts are n_probe; queries are user indices."""
     from mfrec.index import ItemIndex
     index = ItemIndex(num_threads=threads).fit(model)
 
-    def query(_, k, ef):
+    def query(Q, k, ef):
         index.n_probe = ef
-        return index._recommend_indices(users, k, exclude_seen=False)[0]
+        return index._recommend_indices(users[:len(Q)], k, exclude_seen=exclude_seen)[0]
     return query
+
+
+def unseen_query(query, model, users, subset):
+    """A library's query made to leave out each user's seen items, as ItemIndex does without
+    its seen-in-probed-lists count: ask for K plus the user's seen items (a power of two, one
+    call per power), search effort at least that, drop the seen ones, keep K. Items are
+    returned as indices of the whole catalogue."""
+    from mfrec._ivf_select import select_unseen
+    from mfrec.models.base import _csr_arrays
+    indptr, indices = _csr_arrays(model.user_items_)
+    n_index = model.n_items_ if subset is None else subset.size
+
+    def run(Q, k, ef):
+        u = users[:len(Q)]
+        want = np.minimum(k + indptr[u + 1] - indptr[u], n_index)
+        bucket = np.ceil(np.log2(np.maximum(want, 1))).astype(np.int64)
+        out = np.full((len(Q), k), -1, dtype=np.int64)
+        for b in np.unique(bucket):
+            sel = np.flatnonzero(bucket == b)
+            kb = int(min(n_index, 2 ** b))
+            got = to_global(query(np.ascontiguousarray(Q[sel]), kb, max(ef, kb)), n_index,
+                            subset)
+            out[sel] = select_unseen(got, np.zeros(got.shape, np.float32), indptr, indices,
+                                     u[sel], k, model.n_items_)[0]
+        return out
+    return run
+
+
+def to_global(got, n_index, subset):
+    """Library answers as int64 indices of the whole catalogue, -1 for padding."""
+    got = np.asarray(got).astype(np.int64)  # usearch: uint64 keys
+    got[(got < 0) | (got >= n_index)] = -1  # padding, whatever its form
+    if subset is not None:
+        got = np.where(got >= 0, subset[np.maximum(got, 0)], -1)
+    return got
 
 
 BACKENDS = {"faiss-ivf": faiss_ivf_backend, "faiss": faiss_backend, "hnswlib": hnswlib_backend,
@@ -125,8 +165,11 @@ def main():
     ap.add_argument("--efforts", type=int, nargs="+", default=[32, 128, 512],
                     help="efSearch of the graphs; for faiss-ivf, lists probed per 1024; for "
                          "itemindex, n_probe")
+    ap.add_argument("--exclude-seen", action="store_true",
+                    help="leave each user's training items out (exact and every library)")
     ap.add_argument("--out")
     args = ap.parse_args()
+    seen = args.exclude_seen
     model = mfrec.load(args.model)
     rng = np.random.default_rng(0)
     users = rng.choice(model.n_users_, size=min(args.users, model.n_users_), replace=False)
@@ -135,9 +178,9 @@ def main():
     if args.items is not None and args.items < model.n_items_:
         subset = np.sort(rng.choice(model.n_items_, size=args.items, replace=False))
     cand = None if subset is None else model.item_vocab_.to_ids(subset)
-    model.recommend(raw[:100], n=K, exclude_seen=False, items=cand)  # compile/warm up
+    model.recommend(raw[:2000], n=K, exclude_seen=seen, items=cand)  # compile/warm up
     t = time.perf_counter()
-    exact_ids, _ = model.recommend(raw, n=K, exclude_seen=False, items=cand)
+    exact_ids, _ = model.recommend(raw, n=K, exclude_seen=seen, items=cand)
     t_exact = time.perf_counter() - t
     exact = model.item_vocab_.lookup(exact_ids.ravel()).reshape(exact_ids.shape)
     Qf = model.item_factors_ if subset is None else model.item_factors_[subset]
@@ -152,7 +195,7 @@ def main():
     head = [f"Produced by `{command_line()}` on "
             f"{dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.", "",
             f"Machine: {machine_info()}.", "",
-            f"exact (mfrec.recommend, exclude_seen=False): {len(users) / t_exact:,.0f} users/s "
+            f"exact (mfrec.recommend, exclude_seen={seen}): {len(users) / t_exact:,.0f} users/s "
             f"over {n_items:,} items"
             + (f" (a random subset of the {model.n_items_:,})" if subset is not None else "")
             + f", k={model.item_factors_.shape[1]}, {args.threads} threads; {len(users):,} users;"
@@ -167,19 +210,19 @@ def main():
             if name == "itemindex":
                 if subset is not None:
                     raise SystemExit("itemindex indexes the whole catalogue: drop --items")
-                query, Qs = itemindex_backend(model, users, args.threads), None
+                query = itemindex_backend(model, users, args.threads, seen)
             else:
                 query = BACKENDS[name](Xs, args.threads, metric)
+                if seen:
+                    query = unseen_query(query, model, users, subset)
             t_build = time.perf_counter() - t
             for ef in args.efforts:
-                query(None if Qs is None else Qs[:100], K, ef)  # warm up
+                query(Qs[:100], K, ef)  # warm up
                 t = time.perf_counter()
                 got = query(Qs, K, ef)
                 dt_q = time.perf_counter() - t
-                got = np.asarray(got).astype(np.int64)  # usearch: uint64 keys
-                got[(got < 0) | (got >= n_items)] = -1  # padding, whatever its form
-                if subset is not None:
-                    got = np.where(got >= 0, subset[np.maximum(got, 0)], -1)
+                if name != "itemindex" and not seen:
+                    got = to_global(got, n_items, subset)
                 rows.append(f"| {name} | {metric} | {t_build:.1f} | {ef} | "
                             f"{recall(got, exact):.4f} | {len(users) / dt_q:,.0f} | "
                             f"{t_exact / dt_q:.1f} |")

@@ -276,3 +276,19 @@ def test_cli_recommend_all_users(ials, tmp_path):
                  "--chunk-size", "50"]) == 0
     assert len(pq.read_table(out)) == 3 * ials.n_users_
     assert main(["recommend", str(model_path), "--all-users", "-o", str(tmp_path / "x.csv")]) == 2
+
+
+def test_cli_recommend_all_users_through_a_saved_index(ials, tmp_path):
+    # --index FILE: the saved centroids are read back for this model and give the index's rows
+    from mfrec.cli import main
+    from mfrec.index import ItemIndex
+    model_path = tmp_path / "m.mfrec"
+    ials.save(model_path)
+    index = ItemIndex(n_lists=25, n_probe=4, num_threads=1).fit(ials)
+    index.save(tmp_path / "m.index")
+    out = tmp_path / "all.parquet"
+    assert main(["recommend", str(model_path), "--all-users", "-n", "4", "-o", str(out),
+                 "--index", str(tmp_path / "m.index")]) == 0
+    table = pq.read_table(out).to_pandas()
+    ids, _ = index.recommend(ials.user_vocab_.ids, n=4)
+    np.testing.assert_array_equal(table["item"].to_numpy(), ids.ravel())

@@ -129,7 +129,7 @@ def block_threads(n_threads=None):
 
 
 def run_blocks(kernel, args, n_blocks, n_threads):
-    """Call ``kernel(*args, blk)`` for every ``blk`` in ``range(n_blocks)`` on ``n_threads`` threads.
+    """Call ``kernel(*args, blk)`` for each ``blk`` in ``range(n_blocks)`` on ``n_threads`` threads.
 
     The calling thread takes blocks too, beside ``n_threads - 1`` workers of a persistent pool
     (one per thread count, created on first use); blocks are handed out in order to whichever

@@ -106,7 +106,7 @@ class ItemIndex:
     user has seen items in the probed lists (counted from each item's list; rounded up to a
     power of two, so that users are searched in a few large batches), and dropping the seen
     ones; both steps are small Numba kernels. Counting only the seen items in the probed lists,
-    not all of them, keeps the number of candidates near ``n`` (on the 200k-item model below a
+    not all of them, keeps the number of candidates near ``n`` (on the 200k-item model below, a
     user's 31 seen items on average put 8 in the probed lists), and faiss's scan slows with that
     number. A user for whom the probed lists held fewer than ``n`` unseen items (or who saw more
     than ``max_seen``) is answered by exact scoring, so every row is complete.
@@ -114,15 +114,19 @@ class ItemIndex:
     Parameters
     ----------
     n_lists : int, optional
-        Number of lists; default ``4 * sqrt(n_items)`` (at most ``n_items``).
+        Number of lists; default ``2 * sqrt(n_items)`` (at most ``n_items``), 894 for 200,000
+        items.
     n_probe : int, optional
-        Lists scanned per user; default ``max(8, n_lists // 64)``, 1.6% of the lists. More is
-        slower and closer to exact (``n_probe = n_lists`` is exact). The default was chosen on
-        a validation sample of 20,000 users of a 200,000-item model (``ImplicitALS``, k=64,
-        synth 25M; ``benchmarks/results/ann.md``): recall@10 against exact, seen items excluded,
-        was 0.963 at 1/64 of the lists against 0.989 at 1/32, 0.921 at 1/128; speed 20.5x exact
-        against 12.8x and 29.4x. 1/64 is the most probing that keeps above 15x exact while
-        holding recall@10 above 0.95.
+        Lists scanned per user; default ``max(8, n_lists // 48)``, 18 of 894. More is slower and
+        closer to exact (``n_probe = n_lists`` is exact). Both defaults were chosen on a
+        validation sample of 20,000 users of a 200,000-item model (``ImplicitALS``, k=64, synth
+        25M; ``benchmarks/results/topn_all.md``), seen items excluded. k-means in the lifted
+        space makes very uneven lists (most hold no item or one; 5% of them hold 83% of the
+        items, and a user's probes rarely reach those), so recall rises in steps as a user's
+        few relevant lists are reached, then stays flat: with 894 lists, recall@10 was 0.861 at
+        8 lists per 1024, 0.939 at 11.5 and 0.990 from 16 to 32, at 19-28x the exact speed; 447
+        lists levelled at 0.989, 1,788 lists at 0.975 (and ran slower). 1/48 (21 per 1024) sits
+        inside the flat part, with margin on both sides; users then scan about 255 items each.
     max_seen : int, default=2048
         Users with more training items than this are answered by exact scoring (the index
         would need too many candidates to be sure of ``n`` unseen ones).
@@ -142,13 +146,15 @@ class ItemIndex:
 
     Notes
     -----
-    Requires the ``ann`` extra (faiss-cpu). faiss (graph and inverted file), hnswlib and usearch
-    were compared on one 200k-item model (``benchmarks/results/ann.md``): inner-product graphs
-    and inner-product inverted files missed many of the true top-10, while an inverted file over
-    the lifted vectors found 98-99% of them at a small fraction of the work. An inverted file is
-    also fully determined by its centroids, a small array that :meth:`load` validates like any
-    model array before rebuilding the lists, where a graph index would have to be read back
-    through native code.
+    Requires the ``ann`` extra (faiss-cpu). faiss (HNSW graph and inverted file), hnswlib and
+    usearch were compared on one 200k-item model (``benchmarks/results/ann.md``). With seen
+    items excluded, this index found 98.9% of the exact top-10 at 25x the exact speed after a
+    9 s build; hnswlib's graph over the same lifted vectors 98.8% at 15x (99.7% at 12x) after a
+    64 s build. Without seen exclusion, faiss's HNSW graph and usearch's missed a third or more
+    of the top-10 at every search effort measured. An inverted file is also fully determined by
+    its centroids, a small array that :meth:`load` validates like any model array before
+    rebuilding the lists, where a graph index would have to be read back through native code
+    (or rebuilt).
     """
 
     def __init__(self, *, n_lists=None, n_probe=None, max_seen=2048, num_threads=0,
@@ -162,9 +168,9 @@ class ItemIndex:
     def _check_params(self, n_items):
         from ._validation import check_int
         n_lists = check_int("n_lists", self.n_lists, low=1, allow_none=True)
-        n_lists = min(n_items, n_lists or max(1, int(4 * np.sqrt(n_items))))
+        n_lists = min(n_items, n_lists or max(1, int(2 * np.sqrt(n_items))))
         n_probe = check_int("n_probe", self.n_probe, low=1, allow_none=True)
-        n_probe = min(n_lists, n_probe or max(8, n_lists // 64))
+        n_probe = min(n_lists, n_probe or max(8, n_lists // 48))
         check_int("max_seen", self.max_seen, low=0)
         check_int("num_threads", self.num_threads, low=0)
         check_int("random_state", self.random_state, low=0)
