@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 __all__ = ["Vocabulary", "Ratings", "as_ratings", "DUPLICATE_POLICIES", "MAX_ABS_RATING",
            "COLUMN_ALIASES"]
@@ -474,6 +473,8 @@ class Ratings:
     def _assemble(self, indptr, items, values, user_vocab, item_vocab, timestamps, source_columns):
         n_users, n_items = len(user_vocab), len(item_vocab)
         idx_dtype = np.int32 if values.size < 2**31 else np.int64
+        import scipy.sparse as sp  # here, not at import: loading a model never needs it
+
         self.csr = sp.csr_matrix((values.astype(np.float32, copy=False),
                                   items.astype(idx_dtype, copy=False),
                                   indptr.astype(idx_dtype, copy=False)),
@@ -567,7 +568,7 @@ class Ratings:
 
         Duplicate stored entries (possible in COO) follow ``duplicates``.
         """
-        if not sp.issparse(matrix):
+        if not _is_sparse(matrix):
             raise TypeError(f"matrix must be a scipy.sparse matrix, got {type(matrix).__name__}")
         if matrix.ndim != 2:
             raise ValueError(f"sparse matrix must be 2-D, got shape {matrix.shape}")
@@ -679,7 +680,8 @@ class Ratings:
         return np.diff(self.csr.indptr)
 
     def item_counts(self):
-        return np.bincount(self.csr.indices, minlength=self.n_items)
+        """Ratings per item: int64 array of shape (n_items,)."""
+        return column_counts(self.csr.indices, self.n_items)
 
     def to_frame(self, *, user_col="user", item_col="item", rating_col="rating",
                  timestamp_col="timestamp"):
@@ -924,7 +926,7 @@ def as_ratings(data, **kwargs):
         if kwargs:
             raise TypeError(f"options {sorted(kwargs)} do not apply to an existing Ratings object")
         return data
-    if sp.issparse(data):
+    if _is_sparse(data):
         return Ratings.from_sparse(data, **kwargs)
     if _is_pandas(data, "DataFrame"):
         return Ratings.from_frame(data, **kwargs)
@@ -944,3 +946,22 @@ def as_ratings(data, **kwargs):
                         f"got {data!r}")
     raise TypeError(f"cannot make ratings from {type(data).__name__}; pass a 2-D array, a "
                     f"scipy.sparse matrix, a DataFrame, a (users, items, ratings) tuple or a path")
+
+
+def _is_sparse(obj):
+    """Whether ``obj`` is a SciPy sparse matrix or array, without importing SciPy: an object
+    can only be one if ``scipy.sparse`` was imported already."""
+    sp = sys.modules.get("scipy.sparse")
+    return sp is not None and sp.issparse(obj)
+
+
+def column_counts(indices, n_cols):
+    """Entries per column of CSR ``indices``: int64 array of shape (n_cols,).
+
+    Small inputs use ``np.bincount``; large ones a Numba kernel that reads int32 indices as
+    they are (``bincount`` first copies them to int64, which at 100M ratings cost a second).
+    """
+    if indices.size < 1 << 20:
+        return np.bincount(indices, minlength=n_cols)
+    from .kernels.ratings import count_columns
+    return count_columns(indices, n_cols)

@@ -34,10 +34,9 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 from ._version import __version__
-from .data import Vocabulary
+from .data import Vocabulary, _is_sparse
 
 __all__ = ["save_model", "load", "read_header", "ModelFileError", "FORMAT_NAME",
            "FORMAT_VERSION", "save_target", "write_atomically"]
@@ -139,7 +138,10 @@ def _decode_ids(arr, tag):
 
 # ---------------------------------------------------------------------- save
 def _fitted_attributes(model):
-    return {k: v for k, v in vars(model).items() if k.endswith("_") and not k.startswith("_")}
+    attrs = {k: v for k, v in vars(model).items() if k.endswith("_") and not k.startswith("_")}
+    if "_seen_parts" in vars(model):  # a loaded model's user_items_, not built yet
+        attrs["user_items_"] = model.user_items_
+    return attrs
 
 
 def save_model(model, path):
@@ -221,7 +223,9 @@ def save_model(model, path):
             ids, tag = _encode_ids(value.ids, f"{where} (a Vocabulary)")
             arrays[key] = ids
             attrs[name] = {"kind": "vocabulary", "key": key, "name": value.name, "ids": tag}
-        elif sp.issparse(value):
+        elif _is_sparse(value):
+            import scipy.sparse as sp
+
             fmt = value.format
             if fmt not in ("csr", "csc"):
                 raise TypeError(f"cannot save {type(model).__name__}: {where} is a sparse "
@@ -848,7 +852,11 @@ def load(path, *, classes=None):
         state = {name: _build(ar, name, specs[name], refs[name], path) for name in specs}
         private = header.get("private", {})
     _check_values(state, path)
+    from .models.base import SeenParts
+
     for name, value in state.items():
+        if isinstance(value, SeenParts):
+            name = "_seen_parts"  # FactorModel.user_items_ builds the matrix from it when asked
         # a plain attribute set: the class's own code is what runs, never the file's
         object.__setattr__(model, name, value)
     if "_clip_predictions" in private:
@@ -862,13 +870,23 @@ def load(path, *, classes=None):
     return model
 
 
+def _is_seen_slot(cls, name):
+    """Whether ``cls.name`` is FactorModel's ``user_items_`` slot (filled by a loaded file)
+    rather than a method or property of the class."""
+    import inspect
+
+    from .models.base import _SeenMatrix
+    return name == "user_items_" and isinstance(inspect.getattr_static(cls, name), _SeenMatrix)
+
+
 def _attribute_specs(attributes, model, path):
     """The header's attribute entries, each checked for form (names, kinds, keys)."""
     specs = {}
     for name, spec in attributes.items():
         # only plain fitted-state names; never a method, property or dunder of the class
         if not (name.endswith("_") and not name.startswith("_") and name.isidentifier()
-                and not hasattr(type(model), name) and isinstance(spec, dict)):
+                and (not hasattr(type(model), name) or _is_seen_slot(type(model), name))
+                and isinstance(spec, dict)):
             raise ModelFileError(f"{str(path)!r}: invalid attribute entry {name!r:.80}")
         kind = spec.get("kind")
         where = f"{str(path)!r}: attribute {name!r}"
@@ -1003,6 +1021,13 @@ def _build(archive, name, spec, refs, path):
                              f"expected 0 to {minor - 1}")
     if data.dtype.kind == "f" and not _all_finite(data):
         raise ModelFileError(f"{where} holds NaN or infinite values")
+    if name == "user_items_" and spec["format"] == "csr":
+        # every check SciPy's constructor makes was made above; the matrix is built on first
+        # use (most loads serve top-N, which reads the parts and never needs SciPy)
+        from .models.base import SeenParts
+        return SeenParts(data, indices, indptr, shape, bool(spec.get("array_api", False)))
+    import scipy.sparse as sp
+
     maker = {("csr", False): sp.csr_matrix, ("csc", False): sp.csc_matrix,
              ("csr", True): sp.csr_array, ("csc", True): sp.csc_array}
     try:

@@ -178,14 +178,19 @@ def _metric_list(text):
         raise UsageError(str(exc)) from None
 
 
-def _check_outputs(*paths):
-    """Fail before any work when an output folder does not exist."""
-    for path in paths:
+def _check_outputs(*paths, saved=None):
+    """Fail before any work when an output folder does not exist, or when ``saved`` (a file
+    that mfrec's atomic save will replace: a model, recommendations for all users) is not a
+    regular file or a new name: ``-o /dev/null`` fails at once, not after the training."""
+    for path in paths + (saved,):
         if path:
             folder = Path(path).parent
             if str(folder) and not folder.is_dir():
                 raise FileNotFoundError(f"cannot write {str(path)!r}: folder {str(folder)!r} "
                                         f"does not exist")
+    if saved:
+        from ..persist import save_target
+        save_target(saved)
 
 
 def _load_model(path):

@@ -62,11 +62,11 @@ def cmd_fit(args, hyper):
             raise UsageError(f"--engine spark fits -m {' or '.join(SPARK_MODELS)}, got {name}")
         if args.validation is not None:
             raise UsageError("--validation is not available with --engine spark")
-        _check_outputs(args.output, args.plot)
+        _check_outputs(args.plot, saved=args.output)
         return cli_fit(args, name, model)
     if args.spark_master:
         raise UsageError("--spark-master needs --engine spark")
-    _check_outputs(args.output, args.plot)
+    _check_outputs(args.plot, saved=args.output)
     _require_plot(args.plot)
     data = _read(args.data, args)
     fit_kwargs = {}

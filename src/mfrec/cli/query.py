@@ -101,7 +101,7 @@ def _recommend_all(args):
             _check_outputs(args.output)
         from ..spark import cli_recommend_all
         return cli_recommend_all(args)
-    _check_outputs(args.output)
+    _check_outputs(saved=args.output)
     from ..bulk import recommend_all
     model = _load_model(args.model_path)
     index = None

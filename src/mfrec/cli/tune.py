@@ -107,7 +107,7 @@ def cmd_tune(args, hyper):
         raise UsageError(f"--folds must be >= 2, got {args.folds}")
     if args.random is not None and args.random < 1:
         raise UsageError(f"--random must be >= 1, got {args.random}")
-    _check_outputs(args.output, args.csv, args.plot)
+    _check_outputs(args.csv, args.plot, saved=args.output)
     _require_plot(args.plot)
     data = _read(args.data, args)
     common = dict(cv=args.folds, scoring=scoring, metrics=metrics, random_state=args.seed,
@@ -181,7 +181,7 @@ def _cmd_tune_auto(args, hyper, started):
     metric = _metric_list(args.metric or ("recall@20" if is_implicit(model) else "rmse"))
     if len(metric) != 1:
         raise UsageError(f"--metric takes one metric, got {args.metric!r}")
-    _check_outputs(args.output, args.csv, args.plot)
+    _check_outputs(args.csv, args.plot, saved=args.output)
     _require_plot(args.plot)
     fixed = {k: v for k, v in model.get_params().items()
              if k in hyper or (k == "num_threads" and args.threads is not None)}

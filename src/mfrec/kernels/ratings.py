@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["scatter", "sort_rows", "bucket_scatter", "bucket_sort", "build_csr_ref"]
+__all__ = ["scatter", "sort_rows", "bucket_scatter", "bucket_sort", "build_csr_ref", "count_columns"]
 
 _NO_TS = np.zeros(1, dtype=np.int64)
 
@@ -305,3 +305,28 @@ def build_csr_ref(rows, cols, vals, ts, n_rows):
     same = np.r_[False, (rows_s[1:] == rows_s[:-1]) & (cols_s[1:] == cols_s[:-1])]
     dup = np.bincount(rows_s[same], minlength=n_rows).astype(np.int64)
     return indptr, cols_s, vals[order], None if ts is None else ts[order], dup
+
+
+@njit(cache=True, nogil=True)
+def _count_columns(indices, out):
+    for idx in range(indices.size):
+        out[indices[idx]] += 1
+
+
+def count_columns(indices, n_cols):
+    """Entries per column of a CSR matrix: ``np.bincount(indices, minlength=n_cols)`` without
+    its int64 copy of ``indices`` (at 100M ratings the copy and its pass took over a second).
+
+    Parameters
+    ----------
+    indices : ndarray of int32 or int64, shape (nnz,)
+        Column indices, each in ``[0, n_cols)`` (checked when the Ratings were built).
+    n_cols : int
+
+    Returns
+    -------
+    ndarray of int64, shape (n_cols,)
+    """
+    out = np.zeros(n_cols, dtype=np.int64)
+    _count_columns(indices, out)
+    return out

@@ -20,15 +20,17 @@ import numpy as np
 from numba import njit
 
 from . import FASTMATH
+from .._alloc import empty_huge
 from .._threads import block_threads, run_blocks
 
-__all__ = ["make_blocks", "make_blocks_reference", "sgd_epoch", "sgd_epoch_block",
-           "sgd_epoch_reference", "bias_als_sweep", "bias_als_sweep_reference", "squared_errors",
-           "squared_errors_block", "squared_errors_reference"]
+__all__ = ["make_blocks", "make_blocks_reference", "scatter_blocks", "ordered_within_blocks",
+           "sgd_epoch", "sgd_epoch_block", "sgd_epoch_reference", "bias_als_sweep",
+           "bias_als_sweep_reference", "squared_errors", "squared_errors_block",
+           "squared_errors_reference"]
 
 
 # ---------------------------------------------------------------------- data layout
-def make_blocks(indptr, indices, values, n_items, n_blocks, rng):
+def make_blocks(indptr, indices, values, n_items, n_blocks, rng, n_threads=1):
     """Arrange CSR ratings into ``n_blocks x n_blocks`` blocks of randomly permuted rows/columns.
 
     Parameters
@@ -36,6 +38,10 @@ def make_blocks(indptr, indices, values, n_items, n_blocks, rng):
     indptr, indices, values : the ratings as CSR arrays (users are rows), values float32
     n_items, n_blocks : int
     rng : numpy.random.Generator
+        Draws the user permutation, then the item permutation.
+    n_threads : int, default=1
+        Threads for the two passes (row blocks are independent); the result does not depend
+        on it.
 
     Returns
     -------
@@ -47,44 +53,97 @@ def make_blocks(indptr, indices, values, n_items, n_blocks, rng):
         Block ``(a, b)`` holds the entries from ``block_ptr[a * n_blocks + b]`` up to
         ``block_ptr[a * n_blocks + b + 1]``.
     """
-    n_users = indptr.size - 1
-    perm_u = rng.permutation(n_users).astype(np.int32)
+    perm_u = rng.permutation(indptr.size - 1).astype(np.int32)
     perm_i = rng.permutation(n_items).astype(np.int32)
-    return _scatter_blocks(indptr, indices, values, perm_u, perm_i, n_blocks)
+    return scatter_blocks(indptr, indices, values, perm_u, perm_i, n_blocks, n_threads)
 
 
-@njit(cache=True, error_model="numpy")
-def _scatter_blocks(indptr, indices, values, perm_u, perm_i, n_blocks):
-    # a counting sort: two passes and no temporaries of the ratings' size beyond the output
+def scatter_blocks(indptr, indices, values, perm_u, perm_i, n_blocks, n_threads=1, *,
+                   relabel=False):
+    """:func:`make_blocks` with given permutations.
+
+    ``perm_u[u]`` is user ``u``'s position among the users (row block ``perm_u[u] * n_blocks //
+    n_users``), ``perm_i`` the same for items. With ``relabel=True`` the returned ``users`` and
+    ``items`` are those positions instead of the indices, for factors stored in permuted order
+    (row ``perm_u[u]`` of the user factors is user ``u``'s): a row block's users are then one
+    contiguous stretch of memory, read in increasing order, which at 100M ratings made an SGD
+    epoch twice as fast as rows scattered across the whole array.
+    """
     n_users = indptr.size - 1
     n_items = perm_i.size
+    visit = np.empty(n_users, dtype=np.int32)  # visit[t]: the user at position t
+    visit[perm_u] = np.arange(n_users, dtype=np.int32)
+    # each item's column block, once: an integer division per rating was most of the cost
+    col_block = (perm_i.astype(np.int64) * n_blocks // max(n_items, 1)).astype(np.int32)
+    # row block a holds the positions t with t * n_blocks // n_users == a
+    row_start = (np.arange(n_blocks + 1, dtype=np.int64) * n_users + n_blocks - 1) // n_blocks
+    counts = np.zeros((n_blocks, n_blocks), dtype=np.int64)
+    run_blocks(_count_row_block, (indptr, indices, visit, col_block, row_start, counts),
+               n_blocks, n_threads)
+    block_ptr = np.zeros(n_blocks * n_blocks + 1, dtype=np.int64)
+    np.cumsum(counts.ravel(), out=block_ptr[1:])
     nnz = indices.size
-    visit = np.empty(n_users, dtype=np.int32)
-    for u in range(n_users):
-        visit[perm_u[u]] = u
-    counts = np.zeros(n_blocks * n_blocks + 1, dtype=np.int64)
-    for u in range(n_users):
-        a = np.int64(perm_u[u]) * n_blocks // n_users
-        for idx in range(indptr[u], indptr[u + 1]):
-            b = np.int64(perm_i[indices[idx]]) * n_blocks // n_items
-            counts[a * n_blocks + b + 1] += 1
-    block_ptr = np.cumsum(counts)
-    fill = block_ptr[:-1].copy()
-    users = np.empty(nnz, dtype=np.int32)
-    items = np.empty(nnz, dtype=np.int32)
-    ratings = np.empty(nnz, dtype=np.float32)
-    for t in range(n_users):
+    # written in n_blocks streams each: with 4 KB pages, first-touch faults cost more than
+    # the writes themselves at 100M ratings
+    users = empty_huge(nnz, np.int32)
+    items = empty_huge(nnz, np.int32)
+    ratings = empty_huge(nnz, np.float32)
+    run_blocks(_fill_row_block, (indptr, indices, values, visit, col_block, perm_i, row_start,
+                                 block_ptr, bool(relabel), users, items, ratings),
+               n_blocks, n_threads)
+    return users, items, ratings, block_ptr
+
+
+def ordered_within_blocks(perm, n_blocks):
+    """Positions with the same blocks as ``perm`` but, inside a block, in index order.
+
+    ``perm`` is a permutation of ``range(n)``; element ``x`` lies in block ``perm[x] * n_blocks
+    // n``. The result puts every element in the same block, with the elements of a block in
+    increasing ``x``. Blocks stay random (which balances them); visiting a block's users in
+    index order reads the ratings' CSR arrays forwards instead of jumping across them, which at
+    100M ratings made :func:`scatter_blocks` two to three times faster.
+
+    Parameters
+    ----------
+    perm : ndarray of int, shape (n,)
+    n_blocks : int
+
+    Returns
+    -------
+    ndarray of int32, shape (n,)
+    """
+    n = perm.size
+    block = (perm.astype(np.int64) * n_blocks // max(n, 1)).astype(np.int32)
+    order = np.argsort(block, kind="stable")
+    out = np.empty(n, dtype=np.int32)
+    out[order] = np.arange(n, dtype=np.int32)
+    return out
+
+
+# Two passes of a counting sort, one row block per call: row blocks write disjoint parts of
+# ``counts`` and of the output, so they run on threads without locks.
+@njit(cache=True, nogil=True, error_model="numpy")
+def _count_row_block(indptr, indices, visit, col_block, row_start, counts, a):
+    for t in range(row_start[a], row_start[a + 1]):
         u = visit[t]
-        a = np.int64(t) * n_blocks // n_users
+        for idx in range(indptr[u], indptr[u + 1]):
+            counts[a, col_block[indices[idx]]] += 1
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _fill_row_block(indptr, indices, values, visit, col_block, perm_i, row_start, block_ptr,
+                    relabel, users, items, ratings, a):
+    n_blocks = row_start.size - 1
+    fill = block_ptr[a * n_blocks:(a + 1) * n_blocks].copy()
+    for t in range(row_start[a], row_start[a + 1]):
+        u = visit[t]
         for idx in range(indptr[u], indptr[u + 1]):
             i = indices[idx]
-            blk = a * n_blocks + np.int64(perm_i[i]) * n_blocks // n_items
-            pos = fill[blk]
-            fill[blk] = pos + 1
-            users[pos] = u
-            items[pos] = i
+            pos = fill[col_block[i]]
+            fill[col_block[i]] = pos + 1
+            users[pos] = t if relabel else u
+            items[pos] = perm_i[i] if relabel else i
             ratings[pos] = values[idx]
-    return users, items, ratings, block_ptr
 
 
 def make_blocks_reference(indptr, indices, values, n_items, n_blocks, rng):

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._validation import check_bool, check_int, count_nonfinite, rng_from
-from ..data import Ratings, as_ratings
+from ..data import Ratings, as_ratings, column_counts
 from . import _guard
 
 __all__ = ["BaseModel", "FactorModel", "NotFittedError", "DivergenceError", "FoldedUsers"]
@@ -80,6 +80,45 @@ class BaseModel:
         """Check every hyperparameter; subclasses override and raise clear errors."""
 
 
+class SeenParts(NamedTuple):
+    """A model file's ``user_items_``: its CSR arrays, checked by the loader, not yet a matrix.
+
+    Building the SciPy matrix means importing ``scipy.sparse`` (about a quarter of a second),
+    which a one-off ``mfrec recommend`` never needs: the top-N kernels read ``indptr`` and
+    ``indices`` directly. :class:`_SeenMatrix` builds the matrix on first access.
+    """
+    data: np.ndarray
+    indices: np.ndarray
+    indptr: np.ndarray
+    shape: tuple
+    array_api: bool
+
+    def build(self):
+        """The SciPy CSR matrix (or array, as saved) of these parts."""
+        import scipy.sparse as sp
+
+        make = sp.csr_array if self.array_api else sp.csr_matrix
+        return make((self.data, self.indices, self.indptr), shape=self.shape)
+
+
+class _SeenMatrix:
+    """``FactorModel.user_items_`` before it is set: built from a loaded file's
+    :class:`SeenParts` on first access.
+
+    A non-data descriptor, so once ``user_items_`` is in the instance's ``__dict__`` (set by
+    ``fit`` or by the first access) attribute lookup finds it there and this never runs again.
+    """
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        parts = obj.__dict__.pop("_seen_parts", None)
+        if parts is None:
+            raise AttributeError(f"{type(obj).__name__!r} object has no attribute 'user_items_'")
+        obj.__dict__["user_items_"] = csr = parts.build()
+        return csr
+
+
 class FactorModel(BaseModel):
     """Base of every factorization model.
 
@@ -100,6 +139,8 @@ class FactorModel(BaseModel):
     loss_history_ : list of float
         Training loss per epoch, for iterative models.
     """
+
+    user_items_ = _SeenMatrix()
 
     #: whether ``predict`` clips to the training rating range by default
     _clip_predictions = True
@@ -137,6 +178,7 @@ class FactorModel(BaseModel):
         self.user_vocab_ = ratings.user_vocab
         self.item_vocab_ = ratings.item_vocab
         self.rating_range_ = ratings.rating_range
+        self.__dict__.pop("_seen_parts", None)  # a loaded model's, now stale
         self.user_items_ = ratings.csr
 
     def _set_factor_state(self, user_factors, item_factors, user_bias=None, item_bias=None,
@@ -161,8 +203,7 @@ class FactorModel(BaseModel):
             # with the full data) keeps whatever its initialisation left; zero it so it scores
             # with the fallback (mean + the other side's bias) instead of noise.
             empty_u = np.diff(csr.indptr) == 0
-            empty_i = np.ones(Q.shape[0], dtype=bool)  # (bincount would copy indices to int64)
-            empty_i[csr.indices] = False
+            empty_i = column_counts(csr.indices, Q.shape[0]) == 0
             for M, b, empty in ((P, self.user_bias_, empty_u), (Q, self.item_bias_, empty_i)):
                 if empty.any():
                     M[empty] = 0
@@ -202,6 +243,12 @@ class FactorModel(BaseModel):
                     f"{type(self).__name__} training diverged: {bad} of {a.size} values of "
                     f"{name} are NaN or infinite (the float arithmetic overflowed); "
                     f"{self._divergence_hint()}")
+
+    def _seen(self):
+        """``user_items_``, or the :class:`SeenParts` it will be built from (enough for the
+        top-N kernels, which read only ``indptr`` and ``indices``)."""
+        parts = self.__dict__.get("_seen_parts")
+        return self.user_items_ if parts is None else parts
 
     def _check_fitted(self):
         if not hasattr(self, "user_factors_"):
@@ -494,7 +541,7 @@ class FactorModel(BaseModel):
         indptr : int64 array, indices : int32 array
             The seen (training) CSR matrix.
         """
-        Q, b, ui = self.item_factors_, self.item_bias_, self.user_items_
+        Q, b, ui = self.item_factors_, self.item_bias_, self._seen()
 
         def make():
             Q32 = np.ascontiguousarray(Q, dtype=np.float32)

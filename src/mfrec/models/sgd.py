@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._threads import thread_context
+from .._threads import standard_normal, thread_context
 from .._validation import check_float, check_int, rng_from
 from ..data import as_ratings
 from .._lazy import lazy_module
@@ -258,7 +258,7 @@ class BiasedMF(FactorModel):
         self._set_data_state(ratings)
         mu = float(ratings.values.mean(dtype=np.float64))
         P, Q, bu, bi = _init_state(ratings.n_users, ratings.n_items, self.n_factors,
-                                   self.init_std, rng)
+                                   self.init_std, rng, threads_for(self.num_threads, ratings.nnz))
         reg_f, reg_b = self.regularization, self.bias_regularization
         lr_b = self.bias_learning_rate or self.learning_rate
         train_sgd(self, ratings, P, Q, bu, bi, mu, regs=(reg_f, reg_f, reg_b, reg_b),
@@ -272,11 +272,20 @@ def train_sgd(model, ratings, P, Q, bu, bi, mu, *, regs, learning_rates, decay, 
               patience, rng, num_threads, verbose):
     """The SGD epoch loop shared by :class:`BiasedMF` and the SGD :class:`~mfrec.Baseline`.
 
-    Trains ``P, Q, bu, bi`` in place from their initial values and sets the model's factor state,
+    Trains from the starting values ``P, Q, bu, bi`` and sets the model's factor state,
     ``n_epochs_``, ``best_epoch_``, ``loss_history_`` and ``validation_history_``.
+
+    Users and items are randomly permuted into blocks (:func:`mfrec.kernels.sgd.make_blocks`),
+    and training keeps the factors in that permuted order, so that a block's users are one
+    contiguous stretch of ``P`` (see :func:`mfrec.kernels.sgd.scatter_blocks`). The starting
+    rows are taken in that order too: row ``t`` of ``P`` starts the user at position ``t``. For
+    independent random starts (as :func:`_init_state` draws) or equal ones (the baseline's
+    zeros) that is no restriction.
 
     Parameters
     ----------
+    P, Q, bu, bi : ndarray of float32, shapes (n_users, k), (n_items, k), (n_users,), (n_items,)
+        Starting values, by position (see above); trained in place.
     regs : (reg_p, reg_q, reg_bu, reg_bi)
     learning_rates : (factors, biases)
         First-epoch step sizes; both are multiplied by ``decay`` after every epoch.
@@ -284,16 +293,26 @@ def train_sgd(model, ratings, P, Q, bu, bi, mu, *, regs, learning_rates, decay, 
     f32 = np.float32
     reg_p, reg_q, reg_bu, reg_bi = (float(r) for r in regs)
     lr, lr_bias = (float(x) for x in learning_rates)
-    counts_u = ratings.user_counts().astype(np.float64)
-    counts_i = ratings.item_counts().astype(np.float64)
     nnz = ratings.nnz
     # below ~100K ratings per thread, starting the threads costs more than they save
     n_threads = threads_for(num_threads, nnz)
     n_blocks = max(8, 2 * n_threads)
+    perm_u = _k.ordered_within_blocks(rng.permutation(ratings.n_users), n_blocks)
+    perm_i = rng.permutation(ratings.n_items).astype(np.int32)
+    # the counts by position, for the loss's penalty terms
+    counts_u = np.empty(ratings.n_users)
+    counts_u[perm_u] = ratings.user_counts()
+    counts_i = np.empty(ratings.n_items)
+    counts_i[perm_i] = ratings.item_counts()
+    if heldout is not None:
+        hu, hi, hr = heldout
+        heldout = (np.where(hu >= 0, perm_u[np.maximum(hu, 0)], -1),
+                   np.where(hi >= 0, perm_i[np.maximum(hi, 0)], -1), hr)
     with thread_context(n_threads):
         csr = ratings.csr
-        users, items, values, block_ptr = _k.make_blocks(csr.indptr, csr.indices, csr.data,
-                                                         ratings.n_items, n_blocks, rng)
+        users, items, values, block_ptr = _k.scatter_blocks(
+            csr.indptr, csr.indices, csr.data, perm_u, perm_i, n_blocks, n_threads,
+            relabel=True)
         block_err = np.zeros(n_blocks * n_blocks)
         monitor = EpochMonitor(model, n_epochs, heldout,
                                patience if heldout is not None else None, verbose,
@@ -324,12 +343,14 @@ def train_sgd(model, ratings, P, Q, bu, bi, mu, *, regs, learning_rates, decay, 
                 lr_bias *= decay
         finally:
             monitor.close()
+    del users, items, values  # before the factors are copied back to index order
     model.n_epochs_ = epoch + 1
     model.best_epoch_ = None
     if monitor.best_state is not None:
         P, Q, bu, bi = monitor.best_state
         model.best_epoch_ = monitor.best_epoch
-    _zero_unrated(P, Q, bu, bi, counts_u, counts_i)
+    P, Q, bu, bi = P[perm_u], Q[perm_i], bu[perm_u], bi[perm_i]
+    _zero_unrated(P, Q, bu, bi, counts_u[perm_u], counts_i[perm_i])
     model._set_factor_state(P, Q, bu, bi, mu)
 
 
@@ -338,11 +359,9 @@ def _sq_rows(F):
     return np.einsum("ij,ij->i", F, F).astype(np.float64)
 
 
-def _init_state(n_users, n_items, k, std, rng):
-    P = rng.standard_normal((n_users, k), dtype=np.float32)
-    P *= np.float32(std)
-    Q = rng.standard_normal((n_items, k), dtype=np.float32)
-    Q *= np.float32(std)
+def _init_state(n_users, n_items, k, std, rng, n_threads=1):
+    P = standard_normal(rng, n_users, k, std, n_threads)
+    Q = standard_normal(rng, n_items, k, std, n_threads)
     return P, Q, np.zeros(n_users, np.float32), np.zeros(n_items, np.float32)
 
 
