@@ -260,11 +260,12 @@ EXPLICIT_GRID = {
     "BayesianMF": [{}],
     "NMF": [{}],
     "SVD": [{}, {"missing": "ignore", "n_factors": 10}],
-    "GradientDescent": [{}, {"regularization": 1.0}, {"regularization": 5.0}],
+    "GradientDescent": [{}, {"regularization": 1.0}, {"regularization": 5.0},
+                        {"regularization": 20.0}],
 }
 #: sets on which the slow notebook models (full-batch GradientDescent, 1000 iterations, and the
-#: dense SVD) are run: the shared 2-core machine had no time for more
-GD_SETS = ("ml100k-ratings",)
+#: dense SVD) are run: every explicit panel set (each is at most 305k ratings)
+GD_SETS = ("ml100k-ratings", "synth-dense-ratings", "synth-wide-ratings", "synth-tall-ratings")
 
 
 def explicit_panel(sets, out, models=None):

@@ -11,16 +11,18 @@ Run it alone on the machine: the 100M rows need about 6 GB to generate and each 
 
 Every figure comes from a fresh process that does what a user does: import mfrec, read the
 Parquet file into a ``Ratings`` (``Ratings.from_file``), build the model with ``n_factors=64``
-and fit it with 2 threads. Each model is fitted twice, in two processes, with 1 and with 2
-epochs (iterations): the difference of the two fit times is one epoch, and the first fit minus
-one epoch is the *set-up* (validation, vocabularies, blocking, sorting, transposes, first-use
-allocations; not Numba compilation, which is loaded from the kernel cache warmed by a first,
-unmeasured small fit). Peaks are the process's VmHWM: once after reading the data, then,
-after resetting it (Linux ``/proc/self/clear_refs``), during ``fit`` (the whole process: the data
-it holds included). ``fixed MB`` is a process that imports mfrec and fits the same model on 3
-ratings: the interpreter, NumPy, Numba and the compiled kernels, a cost that does not grow with
-the data; ``fit B/rating`` divides the fit's peak by the ratings, ``working B/rating`` the same
-minus the fixed part.
+and fit it with 2 threads. The process fits the model three times on the data it read, with
+1, 3 and 1 epochs (iterations): half the difference of the last two fit times is one epoch,
+and the last 1-epoch fit minus one epoch is the *set-up* (validation, vocabularies, blocking,
+sorting, transposes, the final checks; not Numba compilation, nor loading the kernels from
+Numba's cache, which an unmeasured fit on 3 ratings does first); what the first fit took
+beyond the last is reported apart (first-use costs of the process). Peaks are the process's
+VmHWM: once after reading the data, then, after resetting it (Linux
+``/proc/self/clear_refs``), during the fits (the whole process: the data it holds included).
+``fixed MB`` is a process that imports mfrec and fits the same model on 3 ratings: the
+interpreter, NumPy, Numba and the compiled kernels, a cost that does not grow with the data;
+``fit B/rating`` divides the fit's peak by the ratings, ``working B/rating`` the same minus the
+fixed part.
 
 The anchor is implicit 0.7.3 (``pip install implicit``) on the same file and thread count, for
 the two operations it has (``AlternatingLeastSquares``, ``BayesianPersonalizedRanking``), fed a
@@ -62,26 +64,31 @@ def reset_peak():
     gc.collect()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
-path, cls, epochs, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+path, cls, threads = sys.argv[1], sys.argv[2], int(sys.argv[4])
+epoch_list = [int(e) for e in sys.argv[3].split(",")]
 """
 
 MFREC_CHILD = CHILD_PRELUDE + r"""
 import mfrec
 Model = getattr(mfrec, cls)
-params = dict(n_factors=%(k)d, n_epochs=epochs, num_threads=threads, random_state=0)
+def make(epochs):
+    return Model(n_factors=%(k)d, n_epochs=epochs, num_threads=threads, random_state=0)
+tiny = mfrec.Ratings.from_indices([0, 1, 1], [0, 0, 1], [1.0, 2.0, 3.0])
 if path == "tiny":
-    r = mfrec.Ratings.from_indices([0, 1, 1], [0, 0, 1], [1.0, 2.0, 3.0])
-    t0 = time.perf_counter()
+    r = tiny
     read_s = 0.0
 else:
+    make(1).fit(tiny)  # loads the kernels from Numba's cache, as any earlier fit would have
     t0 = time.perf_counter()
     r = mfrec.Ratings.from_file(path)
     read_s = time.perf_counter() - t0
 read_peak = hwm()
 reset_peak()
-t1 = time.perf_counter()
-Model(**params).fit(r)
-fit_s = time.perf_counter() - t1
+fit_s = []
+for epochs in epoch_list:
+    t1 = time.perf_counter()
+    make(epochs).fit(r)
+    fit_s.append(time.perf_counter() - t1)
 print(json.dumps({"read_s": read_s, "fit_s": fit_s, "read_peak_mb": read_peak,
                   "fit_peak_mb": hwm(), "nnz": r.nnz, "n_users": r.n_users,
                   "n_items": r.n_items}))
@@ -104,15 +111,18 @@ else:
     m = sp.csr_matrix((v, (u, i)), shape=(int(u.max()) + 1, int(i.max()) + 1))
     del u, i, v
     read_s = time.perf_counter() - t0
-kw = dict(factors=%(k)d, iterations=epochs, num_threads=threads, random_state=0)
-if cls == "AlternatingLeastSquares":
-    kw["calculate_training_loss"] = False
-model = Model(**kw)
+def make(epochs):
+    kw = dict(factors=%(k)d, iterations=epochs, num_threads=threads, random_state=0)
+    if cls == "AlternatingLeastSquares":
+        kw["calculate_training_loss"] = False
+    return Model(**kw)
 read_peak = hwm()
 reset_peak()
-t1 = time.perf_counter()
-model.fit(m, show_progress=False)
-fit_s = time.perf_counter() - t1
+fit_s = []
+for epochs in epoch_list:
+    t1 = time.perf_counter()
+    make(epochs).fit(m, show_progress=False)
+    fit_s.append(time.perf_counter() - t1)
 print(json.dumps({"read_s": read_s, "fit_s": fit_s, "read_peak_mb": read_peak,
                   "fit_peak_mb": hwm(), "nnz": int(m.nnz), "n_users": m.shape[0],
                   "n_items": m.shape[1]}))
@@ -128,23 +138,29 @@ def _run(code, path, cls, epochs, threads):
 
 
 def measure(code, path, cls, threads):
-    """Figures of one model on one file: read, set-up and epoch seconds, peaks."""
-    fixed = _run(code, "tiny", cls, 1, threads)["fit_peak_mb"]
-    one = _run(code, path, cls, 1, threads)
-    two = _run(code, path, cls, 2, threads)
-    epoch = two["fit_s"] - one["fit_s"]
-    nnz = two["nnz"]
-    read_peak = max(one["read_peak_mb"], two["read_peak_mb"])
-    fit_peak = max(one["fit_peak_mb"], two["fit_peak_mb"])
+    """Figures of one model on one file: read, set-up and epoch seconds, peaks.
+
+    One process fits the model three times on the data it read, with 1, 3 and again 1 epochs:
+    one epoch is half the difference between the 3-epoch fit and the second 1-epoch fit, the
+    set-up that 1-epoch fit minus one epoch, and 'first fit extra' what the process's first fit
+    took beyond the second (first-use costs: thread pools, memory first touched). Two
+    processes, one per fit, gave differences that swung by seconds with other work.
+    """
+    fixed = _run(code, "tiny", cls, "1", threads)["fit_peak_mb"]
+    res = _run(code, path, cls, "1,3,1", threads)
+    first, three, one = res["fit_s"]
+    epoch = (three - one) / 2
+    nnz = res["nnz"]
+    read_peak, fit_peak = res["read_peak_mb"], res["fit_peak_mb"]
     peak = max(read_peak, fit_peak)
-    return {"read s": min(one["read_s"], two["read_s"]),
-            "rows/s (M)": nnz / min(one["read_s"], two["read_s"]) / 1e6,
-            "set-up s": one["fit_s"] - epoch, "epoch s": epoch,
-            "set-up / epoch": (one["fit_s"] - epoch) / epoch if epoch > 0 else None,
+    return {"read s": res["read_s"], "rows/s (M)": nnz / res["read_s"] / 1e6,
+            "set-up s": one - epoch, "epoch s": epoch,
+            "set-up / epoch": (one - epoch) / epoch if epoch > 0 else None,
+            "first fit extra s": first - one,
             "read peak MB": read_peak, "fit peak MB": fit_peak, "fixed MB": fixed,
             "fit B/rating": fit_peak * 2**20 / nnz, "peak B/rating": peak * 2**20 / nnz,
             "working B/rating": (fit_peak - fixed) * 2**20 / nnz,
-            "_shape": (two["n_users"], two["n_items"], nnz)}
+            "_shape": (res["n_users"], res["n_items"], nnz)}
 
 
 def estimates(shape):
@@ -206,13 +222,18 @@ def main(argv=None):
         f"Data: `../shared/bench/synth.py` at each size ({sizes}), Parquet. k={K}, "
         f"{args.threads} threads, fixed seed. 'read s' is "
         "`Ratings.from_file` (for implicit: pyarrow read plus SciPy CSR construction).",
-        "'set-up s' is the 1-epoch fit minus one epoch ('epoch s' = 2-epoch fit minus 1-epoch "
-        "fit), so it holds everything a fit does before and after its epochs. 'peak MB' is the "
+        "One process per model and size fits three times, with 1, 3 and 1 epochs: 'epoch s' is "
+        "half the difference of the last two, 'set-up s' the last 1-epoch fit minus one epoch, "
+        "so it holds everything a fit does before and after its epochs; 'first fit extra s' is "
+        "what the first 1-epoch fit took beyond the last (first-use costs of the process). "
         "'read peak MB' is the process's peak (VmHWM) after reading; the peak is then reset "
-        "(`/proc/self/clear_refs`) and 'fit peak MB' is the whole process's peak during `fit`, "
+        "(`/proc/self/clear_refs`) and 'fit peak MB' is the whole process's peak during the fits, "
         "the data it holds included. 'fixed MB' is a process fitting 3 ratings; 'fit B/rating' "
         "divides the fit peak by the ratings, 'peak B/rating' the larger of the two peaks, "
         "'working B/rating' the fit peak minus the fixed part.",
+        "On this shared VM a fit's time swings by a second or more between identical runs, so "
+        "'set-up s', a difference of fit times, is only indicative (a negative value is such a "
+        "swing); the peaks and the per-epoch ratios against implicit are the steadier figures.",
         "Models that may not fit at this scale (estimates by `mfrec.models._memory`, checked "
         "before a fit allocates anything):",
     ]

@@ -957,7 +957,20 @@ def read_ratings(path, *, sep=None, header="infer", names=None, format="auto", u
             finally:
                 if src is not reader:
                     src.close()
+                _release_arrow_memory()
         raise AssertionError("unreachable: two id columns change type, spooling stops once")
+
+
+def _release_arrow_memory():
+    """Hand the memory Arrow's allocator kept from reading back to the OS: the chunks are
+    freed by now, but mimalloc and jemalloc hold freed pages for reuse (74 MB after a 25M-row
+    Parquet file here, about 3 bytes per rating that every fit after it would carry)."""
+    pa = sys.modules.get("pyarrow")
+    if pa is not None:
+        try:
+            pa.default_memory_pool().release_unused()
+        except (AttributeError, NotImplementedError):  # older pyarrow, or a pool without it
+            pass
 
 
 def read_frame(path, *, sep=None, header="infer", names=None, format="auto", user_col="auto",

@@ -23,6 +23,7 @@ import warnings
 import numpy as np
 
 from .._validation import count_nonfinite, row_norms
+from ..data import column_counts
 
 __all__ = ["FitWarning", "check_fit", "diagnose"]
 
@@ -37,6 +38,7 @@ _RANKING = frozenset({"ImplicitALS", "BPR"})
 _CHECKED = frozenset({"ImplicitALS", "BPR", "ALS", "BiasedMF", "SVDpp", "BayesianMF", "NMF",
                       "SVD", "GradientDescent", "Baseline"})
 _MAX_PAIRS = 50_000
+_MAX_NORM_ROWS = 100_000
 _MAX_USERS = 2000
 _CHUNK_CELLS = 1 << 22
 _MAX_CELLS = 200_000_000
@@ -127,7 +129,10 @@ def diagnose(model):
         return [f"{name} factors blew up ({what}): {hint}".rstrip(": ")]
     messages = []
     if P.shape[1] > 0:
-        user_norm = float(np.median(row_norms(P, np.flatnonzero(np.diff(csr.indptr) > 0))))
+        rated = np.flatnonzero(np.diff(csr.indptr) > 0)
+        if rated.size > _MAX_NORM_ROWS:  # a median needs no pass over 100M ratings' users
+            rated = np.sort(rng.choice(rated, _MAX_NORM_ROWS, replace=False))
+        user_norm = float(np.median(row_norms(P, rated)))
         part = float(np.sqrt(np.mean(dots ** 2)))
         if part < _COLLAPSE * scale:
             hint = _hint(model, [("regularization", "lower"), ("reg_exponent", "lower"),
@@ -172,7 +177,7 @@ def _training_hit_rates(model, csr, rng):
     n_sample = min(_MAX_USERS, max(100, _MAX_CELLS // n_items))
     users = (eligible if eligible.size <= n_sample
              else np.sort(rng.choice(eligible, n_sample, replace=False)))
-    pop = np.bincount(csr.indices, minlength=n_items).astype(np.float64)
+    pop = column_counts(csr.indices, n_items).astype(np.float64)  # (no int64 copy of indices)
     pop_order = np.argsort(-pop, kind="stable")
     pop_rank = np.empty(n_items, np.int64)
     pop_rank[pop_order] = np.arange(n_items)

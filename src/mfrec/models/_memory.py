@@ -19,8 +19,8 @@ COEFFICIENTS = {
     "GradientDescent": (36, 48),  # float64 X and its error; float64 P, Q and their steps
     "SVDpp": (8, 24),            # float32 P, Q, Y and their best-epoch copies
     "BayesianMF": (16, 48),      # item-major copy; samples, implicit weights, running means
-    "BiasedMF": (8, 16),
-    "Baseline": (8, 0),
+    "BiasedMF": (12, 16),        # the blocked (user, item, rating) copy; permuted and final P, Q
+    "Baseline": (12, 0),
     "ALS": (8, 16),
     "ImplicitALS": (24, 24),     # confidence and preference copies of the values
     "BPR": (24, 24),             # the shuffled (user, item) pairs of an epoch

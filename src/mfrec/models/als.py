@@ -167,6 +167,11 @@ class ALS(FactorModel):
     in those units), so large ratings do not overflow the float32 kernels. A fit that still
     overflows (e.g. ``regularization=1e30``) raises :class:`~mfrec.models.base.DivergenceError`.
 
+    Memory: beside the :class:`~mfrec.Ratings` (8 bytes per rating), the fit holds its item-major
+    copy (CSC: 8 bytes per rating, kept by the Ratings for reuse) and float32 factors. Measured
+    at 100M ratings (k=64), the whole process peaked at 25 bytes per rating
+    (``benchmarks/results/scale.md``).
+
     Examples
     --------
     >>> import mfrec

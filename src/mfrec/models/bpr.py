@@ -69,6 +69,11 @@ class BPR(FactorModel):
     Any stored interaction with a positive value is a positive; values are otherwise ignored.
     :meth:`fold_in` runs the same SGD on a new user's vector with the items held fixed.
 
+    Memory: beside the :class:`~mfrec.Ratings` (8 bytes per rating), the fit holds each
+    interaction's user (4 bytes per rating, for sampling) and float32 factors. Measured at 100M
+    interactions (k=64), the whole process peaked at 21 bytes per rating
+    (``benchmarks/results/scale.md``).
+
     Examples
     --------
     >>> import numpy as np, mfrec
