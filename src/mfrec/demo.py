@@ -79,7 +79,8 @@ def run_demo(out=None, *, random_state=0):
     models = {
         "SVD": SVD(n_factors=2, missing="ignore", random_state=random_state),
         "NMF": NMF(n_factors=2, missing="ignore", random_state=random_state),
-        "GD": GradientDescent(n_factors=2, missing="ignore", random_state=random_state),
+        "GD": GradientDescent(n_factors=2, missing="ignore", regularization=0.1,
+                              random_state=random_state),
     }
     fitted = {name: m.fit(X) for name, m in models.items()}
     preds = {name: m.reconstruct() for name, m in fitted.items()}
