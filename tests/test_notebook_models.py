@@ -4,7 +4,7 @@ import pytest
 import scipy.linalg
 import scipy.sparse as sp
 
-from mfrec import DivergenceError, as_ratings
+from mfrec import DivergenceError, Ratings, as_ratings
 from mfrec.kernels.sparse import observed_dots, observed_dots_ref
 from mfrec.models.gd import GradientDescent
 from mfrec.models.nmf import NMF
@@ -237,3 +237,24 @@ def test_fold_in_of_a_training_user_reproduces_it(seed_matrix, make):
 def test_nmf_fold_in_is_non_negative(seed_matrix):
     m = NMF(n_factors=3, missing="zero", random_state=0).fit(seed_matrix)
     assert m.fold_in({0: 1, 4: 5}).factors.min() >= 0
+
+
+# ---------------------------------------------------------------- cold pairs
+@pytest.mark.parametrize("make", [
+    lambda m: NMF(n_factors=2, missing=m, random_state=0),
+    lambda m: GradientDescent(n_factors=2, missing=m, random_state=0, n_epochs=50),
+    lambda m: SVD(n_factors=2, missing=m),
+])
+def test_pairs_without_training_ratings_score_the_mean_when_blanks_are_ignored(make):
+    # item 3 is in the vocabulary (the shape says 4 items) but has no rating; 99 is unknown
+    ratings = Ratings.from_indices([0, 0, 1, 1, 2, 2], [0, 1, 1, 2, 0, 2],
+                                   [5.0, 3.0, 4.0, 2.0, 1.0, 4.0], shape=(3, 4))
+    mean = 19.0 / 6
+    m = make("ignore").fit(ratings)
+    np.testing.assert_allclose(m.predict([0, 1, 0], [3, 3, 0], unknown="fallback")[:2], mean)
+    np.testing.assert_allclose(m.predict([99, 0], [0, 99]), mean)  # unknown user, unknown item
+    np.testing.assert_allclose(m.predict(m.fold_in({}), [0, 1, 3]), mean)
+    known = m.predict([0], [0])[0]
+    assert known != pytest.approx(mean)  # a rated pair still scores its factors
+    z = make("zero").fit(ratings)  # blanks are zeros: an unrated item's score stays 0
+    assert z.predict([0], [3])[0] == pytest.approx(0.0, abs=1e-9)

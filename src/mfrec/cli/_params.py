@@ -123,6 +123,8 @@ def _make_model(args, hyper, verbose, *, check=True):
             # models that print a loss line every `verbose` epochs: about ten lines
             epochs = params.get("n_epochs", inspect.signature(cls.__init__).parameters.get(
                 "n_epochs", inspect.Parameter("x", inspect.Parameter.KEYWORD_ONLY)).default)
+            if epochs == "auto" and isinstance(getattr(cls, "_epochs", None), property):
+                epochs = cls(**params)._epochs  # e.g. NMF: its count for the chosen `missing`
             if isinstance(epochs, int) and not isinstance(epochs, bool):
                 params["verbose"] = max(1, epochs // 10)
     model = cls(**params)

@@ -785,6 +785,58 @@ class MissingMixin:
         # with blanks as zeros the scores are not on the rating scale: clipping would distort them
         return self.missing == "ignore"
 
+    def _score_pairs(self, uidx, iidx):
+        """As :meth:`FactorModel._score_pairs`; with ``missing="ignore"``, a pair whose user or
+        item has no training rating (an unknown id, or a vocabulary row that was never rated,
+        whose factors are zero) scores the mean training rating.
+
+        These models have no biases and no global mean, so such a pair would otherwise score 0:
+        clipped, the lowest rating on the scale, for every new item (on a panel set with three
+        ratings per item, a tenth of the held-out ratings). With ``missing="zero"`` a blank *is*
+        a zero, and 0 stays the answer.
+        """
+        out = super()._score_pairs(uidx, iidx)
+        if self.missing != "ignore":
+            return out
+        uidx = np.asarray(uidx, dtype=np.int64)
+        iidx = np.asarray(iidx, dtype=np.int64)
+        mean, rated_u, rated_i = self._cold_fallback()
+        cold = (uidx < 0) | (iidx < 0)
+        cold[~cold] = ~(rated_u[uidx[~cold]] & rated_i[iidx[~cold]])
+        out[cold] = mean
+        return out
+
+    def _score_folded(self, folded, iidx):
+        """As :meth:`FactorModel._score_folded`, with the fallback of :meth:`_score_pairs` for
+        folded-in users without ratings and items without training ratings."""
+        out = super()._score_folded(folded, iidx)
+        if self.missing != "ignore":
+            return out
+        iidx = np.asarray(iidx, dtype=np.int64).reshape(-1)
+        U = np.asarray(folded.factors)
+        rows = np.zeros(iidx.size, np.int64) if U.shape[0] == 1 else np.arange(U.shape[0])
+        seen = folded.seen
+        empty = (np.diff(seen.indptr) == 0 if seen is not None and hasattr(seen, "indptr")
+                 else ~U.any(axis=1))
+        mean, _, rated_i = self._cold_fallback()
+        cold = (iidx < 0) | empty[rows]
+        cold[~cold] = ~rated_i[iidx[~cold]]
+        out[cold] = mean
+        return out
+
+    def _cold_fallback(self):
+        """(mean training rating, users with a rating, items with a rating), kept per fit."""
+        seen = self._seen()
+
+        def make():
+            n_users, n_items = self.user_factors_.shape[0], self.item_factors_.shape[0]
+            data = np.asarray(seen.data)
+            mean = float(data.mean(dtype=np.float64)) if data.size else 0.0
+            rated_u = np.diff(np.asarray(seen.indptr)) > 0
+            rated_i = column_counts(np.asarray(seen.indices), n_items) > 0
+            return mean, rated_u[:n_users], rated_i
+        return self._kept("cold", (seen,), make)
+
 
 class FoldedUsers(NamedTuple):
     """New users folded into a fitted model (see :meth:`FactorModel.fold_in`).
