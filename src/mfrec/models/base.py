@@ -799,12 +799,9 @@ class MissingMixin:
         if self.missing != "ignore":
             return out
         uidx = np.asarray(uidx, dtype=np.int64)
-        iidx = np.asarray(iidx, dtype=np.int64)
-        mean, rated_u, rated_i = self._cold_fallback()
-        cold = (uidx < 0) | (iidx < 0)
-        cold[~cold] = ~(rated_u[uidx[~cold]] & rated_i[iidx[~cold]])
-        out[cold] = mean
-        return out
+        user_cold = uidx < 0
+        user_cold[~user_cold] = ~self._cold_fallback()[1][uidx[~user_cold]]
+        return self._mean_where_cold(out, user_cold, iidx)
 
     def _score_folded(self, folded, iidx):
         """As :meth:`FactorModel._score_folded`, with the fallback of :meth:`_score_pairs` for
@@ -818,8 +815,14 @@ class MissingMixin:
         seen = folded.seen
         empty = (np.diff(seen.indptr) == 0 if seen is not None and hasattr(seen, "indptr")
                  else ~U.any(axis=1))
+        return self._mean_where_cold(out, empty[rows], iidx)
+
+    def _mean_where_cold(self, out, user_cold, iidx):
+        """``out`` with the mean training rating where the user is cold (``user_cold``) or the
+        item (``iidx``: -1 unknown) has no training rating."""
         mean, _, rated_i = self._cold_fallback()
-        cold = (iidx < 0) | empty[rows]
+        iidx = np.asarray(iidx, dtype=np.int64).reshape(out.shape)
+        cold = user_cold | (iidx < 0)
         cold[~cold] = ~rated_i[iidx[~cold]]
         out[cold] = mean
         return out
@@ -829,12 +832,11 @@ class MissingMixin:
         seen = self._seen()
 
         def make():
-            n_users, n_items = self.user_factors_.shape[0], self.item_factors_.shape[0]
             data = np.asarray(seen.data)
             mean = float(data.mean(dtype=np.float64)) if data.size else 0.0
             rated_u = np.diff(np.asarray(seen.indptr)) > 0
-            rated_i = column_counts(np.asarray(seen.indices), n_items) > 0
-            return mean, rated_u[:n_users], rated_i
+            rated_i = column_counts(np.asarray(seen.indices), self.item_factors_.shape[0]) > 0
+            return mean, rated_u, rated_i
         return self._kept("cold", (seen,), make)
 
 

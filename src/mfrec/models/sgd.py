@@ -356,9 +356,8 @@ def train_sgd(model, ratings, P, Q, bu, bi, mu, *, regs, learning_rates, decay, 
     if monitor.best_state is not None:
         P, Q, bu, bi = monitor.best_state
         model.best_epoch_ = monitor.best_epoch
-    P, Q, bu, bi = P[perm_u], Q[perm_i], bu[perm_u], bi[perm_i]
-    _zero_unrated(P, Q, bu, bi, counts_u[perm_u], counts_i[perm_i])
-    model._set_factor_state(P, Q, bu, bi, mu)
+    # (rows never trained are zeroed by _set_factor_state, from the model's user_items_)
+    model._set_factor_state(P[perm_u], Q[perm_i], bu[perm_u], bi[perm_i], mu)
 
 
 def _sq_rows(F):
