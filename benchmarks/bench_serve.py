@@ -35,6 +35,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 import threading
 import time
 
@@ -269,7 +270,9 @@ def fuzz_rows(args):
     srv = Server(ml100k_model())
     try:
         t = time.perf_counter()
-        r = subprocess.run(["st", "--no-color", "run", srv.url + "/openapi.json", "--checks",
+        # schemathesis's command, beside this interpreter when its environment is not on PATH
+        st = Path(sys.executable).with_name("st")
+        r = subprocess.run([str(st) if st.exists() else "st", "--no-color", "run", srv.url + "/openapi.json", "--checks",
                             "all", "--max-examples", str(args.fuzz_examples), "--seed", "0"],
                            capture_output=True, text=True)
         wall = time.perf_counter() - t

@@ -47,10 +47,11 @@ def test_lean_selection_equals_topn_numpy(mode, seed, m, c, k, n, levels, n_nan)
             mp.setattr(base, "_SAMPLE_MIN", 2)
             mp.setattr(base, "_SAMPLE_STEP", 1 + seed % 3)
         for QT in (np.ascontiguousarray(Q.T), Q.T):
-            got = _topn_few(U, QT, bias, indptr, indices, rows, n)
-            np.testing.assert_array_equal(got[0], want[0])
-            np.testing.assert_array_equal(got[1], want[1])
-    assert got[0].dtype == np.int64 and got[1].dtype == np.float32
+            for compiled in (False, True):
+                got = _topn_few(U, QT, bias, indptr, indices, rows, n, compiled=compiled)
+                np.testing.assert_array_equal(got[0], want[0])
+                np.testing.assert_array_equal(got[1], want[1])
+                assert got[0].dtype == np.int64 and got[1].dtype == np.float32
 
 
 @pytest.mark.parametrize("n", [1, 10, 100])
@@ -58,9 +59,11 @@ def test_long_rows_equal_topn_numpy(n):
     # rows long enough for the sampled cut, at its real settings, with many ties
     U, Q, bias, indptr, indices, rows, n = _case(7, 6, 20_000, 3, n, 4, 5)
     want = T.topn_numpy(U, Q, bias, indptr, indices, rows, np.empty(0, np.int64), n)
-    got = _topn_few(U, np.ascontiguousarray(Q.T), bias, indptr, indices, rows, n)
-    np.testing.assert_array_equal(got[0], want[0])
-    np.testing.assert_array_equal(got[1], want[1])
+    for compiled in (False, True):
+        got = _topn_few(U, np.ascontiguousarray(Q.T), bias, indptr, indices, rows, n,
+                        compiled=compiled)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
 
 
 def test_known_answer_nan_among_the_best_and_ties():
@@ -69,11 +72,31 @@ def test_known_answer_nan_among_the_best_and_ties():
     Q = np.zeros((6, 1), np.float32)
     bias = np.array([5, np.nan, 3, 3, 3, -np.inf], np.float32)
     none = (np.zeros(1, np.int64), np.zeros(0, np.int32), np.full(1, -1, np.int64))
-    idx, sc = _topn_few(U, Q.T, bias, *none, 2)
-    assert idx.tolist() == [[0, 2]] and sc.tolist() == [[5, 3]]
-    idx, sc = _topn_few(U, Q.T, bias, *none, 6)  # 4 finite scores, then padding
-    assert idx.tolist() == [[0, 2, 3, 4, -1, -1]]
-    assert sc[0, :4].tolist() == [5, 3, 3, 3] and np.all(np.isneginf(sc[0, 4:]))
+    for compiled in (False, True):
+        idx, sc = _topn_few(U, Q.T, bias, *none, 2, compiled=compiled)
+        assert idx.tolist() == [[0, 2]] and sc.tolist() == [[5, 3]]
+        idx, sc = _topn_few(U, Q.T, bias, *none, 6, compiled=compiled)  # 4 finite, then padding
+        assert idx.tolist() == [[0, 2, 3, 4, -1, -1]]
+        assert sc[0, :4].tolist() == [5, 3, 3, 3] and np.all(np.isneginf(sc[0, 4:]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), m=st.integers(1, 5), c=st.integers(1, 60),
+       n=st.integers(1, 70), n_nan=st.sampled_from([0, 2]))
+def test_select_topn_kernel_equals_its_reference(seed, m, c, n, n_nan):
+    from mfrec.kernels.topn import select_topn, select_topn_reference
+
+    rng = np.random.default_rng(seed)
+    S = rng.integers(-3, 4, (m, c)).astype(np.float32)  # many ties
+    S[rng.random((m, c)) < 0.1] = -np.inf
+    S.flat[rng.choice(S.size, min(n_nan, S.size), replace=False)] = np.nan
+    seen = sp.random(m, c, density=0.3, random_state=seed, format="csr")
+    rows = np.where(rng.random(m) < 0.7, np.arange(m), -1).astype(np.int64)
+    args = (rows, seen.indptr.astype(np.int64), seen.indices.astype(np.int32), n)
+    want = select_topn_reference(S, *args)
+    got = select_topn(S.copy(), *args)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
 
 
 def _data(seed):

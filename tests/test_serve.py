@@ -208,9 +208,16 @@ def test_fold_in(client, model):
     assert r.status_code == 404 and "999" in r.json()["detail"]
     r = client.post("/api/recommend/new", json={**body, "unknown_items": "ignore"})
     assert r.status_code == 200 and r.json()["n_ratings_used"] == 1
-    r = client.post("/api/recommend/new", json={"ratings": [{"item": 12, "rating": 5},
-                                                            {"item": 12, "rating": 4}]})
-    assert r.status_code == 422 and "once" in r.text
+    # an item listed twice: its last rating by default, combined or refused on request
+    twice = [{"item": 12, "rating": 5}, {"item": 20, "rating": 1}, {"item": 12, "rating": 3}]
+    for how, rating in (("last", 3.0), ("mean", 4.0), ("sum", 8.0), (None, 3.0)):
+        body = {"ratings": twice, "n": 5, **({"duplicates": how} if how else {})}
+        r = client.post("/api/recommend/new", json=body)
+        ids, _ = model.recommend(model.fold_in({12: rating, 20: 1.0}), n=5)
+        assert r.status_code == 200 and r.json()["n_ratings_used"] == 2, how
+        assert items_of(r.json()) == ids[0].tolist(), how
+    r = client.post("/api/recommend/new", json={"ratings": twice, "duplicates": "error"})
+    assert r.status_code == 422 and "item 12 is listed more than once" in r.text
 
 
 def test_predict(client, model):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["topn", "topn_reference", "rank_stats", "rank_stats_reference", "sgd_fold_in",
+__all__ = ["topn", "topn_reference", "select_topn", "select_topn_reference", "rank_stats", "rank_stats_reference", "sgd_fold_in",
            "sgd_fold_in_reference"]
 
 _USER_BLOCK = 64
@@ -153,6 +153,72 @@ def topn(U, Q, item_bias, seen_indptr, seen_indices, seen_rows, cand_pos, n):
         for r in range(bs):
             _drain(hs[r], hi[r], cnt[r], scores[u0 + r], idx[u0 + r])
     return idx, scores
+
+
+@njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+def select_topn(S, seen_rows, seen_indptr, seen_indices, n):
+    """Best ``n`` positions of each row of a score matrix, seen items masked; one thread.
+
+    What :func:`topn` does after its products, for scores already computed (by BLAS, outside):
+    the service's path for a few users at a time, where the products are one call each.
+
+    Parameters
+    ----------
+    S : float32 array of shape (m, c)
+        Scores (item bias included). Modified: seen positions are set to ``-inf``.
+    seen_rows : int64 array of shape (m,)
+        Row of the seen CSR for each score row, or -1 for none.
+    seen_indptr, seen_indices : int arrays
+        CSR rows of positions to mask.
+    n : int
+        How many to keep (>= 1).
+
+    Returns
+    -------
+    idx : int64 array of shape (m, n)
+        Positions, best first, ties to the lower position; -1 where a row has fewer than ``n``
+        finite scores (``-inf`` and NaN are never chosen).
+    scores : float32 array of shape (m, n)
+        The scores at those positions; ``-inf`` for padding.
+    """
+    m, c = S.shape
+    idx = np.full((m, n), -1, np.int64)
+    scores = np.full((m, n), -np.inf, np.float32)
+    hs = np.empty(n, np.float32)
+    hi = np.empty(n, np.int64)
+    for r in range(m):
+        row = S[r]
+        su = seen_rows[r]
+        if su >= 0:
+            for p in range(seen_indptr[su], seen_indptr[su + 1]):
+                row[seen_indices[p]] = -np.inf
+        cnt = 0
+        thr = -np.inf  # a strict comparison in increasing position: ties stay with the lower
+        for j in range(c):
+            v = row[j]
+            if v > thr:
+                cnt = _push(hs, hi, cnt, n, v, j)
+                if cnt == n:
+                    thr = hs[0]
+        _drain(hs, hi, cnt, scores[r], idx[r])
+    return idx, scores
+
+
+def select_topn_reference(S, seen_rows, seen_indptr, seen_indices, n):
+    """NumPy reference of :func:`select_topn` (``S`` is not modified)."""
+    S = np.array(S, dtype=np.float32)
+    m, c = S.shape
+    idx = np.full((m, n), -1, np.int64)
+    out = np.full((m, n), -np.inf, np.float32)
+    for r in range(m):
+        su = seen_rows[r]
+        if su >= 0:
+            S[r, seen_indices[seen_indptr[su]:seen_indptr[su + 1]]] = -np.inf
+        order = np.argsort(-S[r], kind="stable")  # NaN sorts last
+        order = order[np.isfinite(S[r, order])][:n]
+        idx[r, :order.size] = order
+        out[r, :order.size] = S[r, order]
+    return idx, out
 
 
 def topn_reference(U, Q, item_bias, seen_indptr, seen_indices, seen_rows, cand_pos, n):

@@ -466,7 +466,7 @@ class FactorModel(BaseModel):
         scores += self.global_mean_ + ubias[:, None]
         return _ids_with_padding(self.item_vocab_, gidx), scores
 
-    def _recommend_rows(self, uidx, n, exclude_seen):
+    def _recommend_rows(self, uidx, n, exclude_seen, *, compiled=False):
         """Top-``n`` of the whole catalogue for known users given by model row.
 
         What :meth:`recommend` answers without ``items`` or ``exclude``, with less work per
@@ -482,6 +482,10 @@ class FactorModel(BaseModel):
         n : int
             Already checked (>= 1); capped at the number of items.
         exclude_seen : bool
+        compiled : bool, default=False
+            Select with the compiled kernel (see :func:`_topn_few`): the same answers, faster
+            per user, for a caller that has Numba loaded anyway (the service). The default
+            stays in NumPy: no Numba import for a one-off call.
 
         Returns
         -------
@@ -500,7 +504,8 @@ class FactorModel(BaseModel):
             with thread_context(self._serving_threads()):
                 pos, sc = topn(U, Q, bias, indptr, indices, rows, np.empty(0, np.int64), n)
         else:
-            pos, sc = _topn_few(U, Q.T if QT is None else QT, bias, indptr, indices, rows, n)
+            pos, sc = _topn_few(U, Q.T if QT is None else QT, bias, indptr, indices, rows, n,
+                                compiled=compiled)
         scores = sc.astype(np.float64)
         scores += self.global_mean_ + self.user_bias_[uidx].astype(np.float64)[:, None]
         return _ids_with_padding(self.item_vocab_, pos), scores
@@ -870,7 +875,7 @@ _ONE_BY_ONE_MAX_CELLS = 1 << 20
 _BATCH_PRODUCT_MIN_USERS = 6
 
 
-def _topn_few(U, QT, item_bias, seen_indptr, seen_indices, seen_rows, n):
+def _topn_few(U, QT, item_bias, seen_indptr, seen_indices, seen_rows, n, *, compiled=False):
     """Best ``n`` items per user by NumPy, for a few users; the answers of
     :func:`mfrec.kernels.topn_numpy.topn_numpy` with every item a candidate (up to the float32
     rounding of the products, which depends on the shape of the BLAS call).
@@ -888,6 +893,10 @@ def _topn_few(U, QT, item_bias, seen_indptr, seen_indices, seen_rows, n):
     item_bias : float32 array of shape (c,)
     seen_indptr, seen_indices, seen_rows, n
         As for :func:`mfrec.kernels.topn.topn` (no candidate map).
+    compiled : bool, default=False
+        Select with :func:`mfrec.kernels.topn.select_topn` instead of :func:`_select_row`:
+        the same answers in less than half the time (one pass, no NumPy calls: 25 µs a user
+        against 60 µs over 40,000 items).
 
     Returns
     -------
@@ -902,6 +911,9 @@ def _topn_few(U, QT, item_bias, seen_indptr, seen_indices, seen_rows, n):
         for r in range(m):
             np.dot(U[r], QT, out=S[r])
     S += item_bias[None, :]
+    if compiled:
+        from ..kernels.topn import select_topn
+        return select_topn(S, seen_rows, seen_indptr, seen_indices, n)
     idx = np.full((m, n), -1, np.int64)
     out = np.full((m, n), -np.inf, np.float32)
     for r in range(m):

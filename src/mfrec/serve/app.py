@@ -199,7 +199,11 @@ def request_models(user_kind, item_kind, user_example=None, item_example=None):
     class NewUserRequest(RankOptions):
         ratings: list[Rating] = Field(
             default_factory=list, max_length=LIMITS.max_ratings,
-            description="the new user's ratings or interactions, each item once")
+            description="the new user's ratings or interactions")
+        duplicates: Literal["last", "mean", "sum", "error"] = Field(
+            "last", description="an item listed more than once: 'last' keeps its last rating "
+                                "(a rating changed in a session), 'mean' or 'sum' combine them "
+                                "(as Ratings' duplicates), 'error' is a 422")
         unknown_items: Literal["error", "ignore"] = Field(
             "error", description="'error': an item the model does not know is a 404; 'ignore': "
                                  "leave it out")
@@ -455,6 +459,7 @@ class Snapshot:
         m = self.model
         u0, i0 = m.user_vocab_.ids[:1], m.item_vocab_.ids[:1]
         m.recommend(u0, n=1)
+        m._recommend_rows(np.zeros(1, np.int64), 1, True, compiled=True)  # the batcher's path
         m.predict(u0, i0)
         try:
             m.similar_items(i0, n=1)
@@ -707,6 +712,32 @@ def _access_record(line):
     return record
 
 
+def _merge_repeats(ids, idx, values, how):
+    """Each item once: ``ids`` (raw), ``idx`` (model indices) and ``values`` of posted ratings,
+    with an item listed more than once combined by ``how`` (``NewUserRequest.duplicates``).
+
+    Returns ``(ids, values)``, items in order of first appearance.
+    """
+    uniq, first, inverse = np.unique(idx, return_index=True, return_inverse=True)
+    if uniq.size == idx.size:
+        return ids, values
+    if how == "error":
+        repeated = ids[first[np.bincount(inverse) > 1][0]]
+        raise _invalid(["ratings"], f"item {_plain(repeated)!r} is listed more than once; each "
+                                    f"item may be rated once with duplicates='error' (or pass "
+                                    f"'last', 'mean' or 'sum')")
+    if how == "last":
+        last = np.zeros(uniq.size, np.int64)
+        np.maximum.at(last, inverse, np.arange(idx.size))
+        merged = values[last]
+    else:
+        merged = np.bincount(inverse, weights=values, minlength=uniq.size)
+        if how == "mean":
+            merged = merged / np.bincount(inverse, minlength=uniq.size)
+    order = np.argsort(first, kind="stable")  # the client's order: the fold-in is the same
+    return ids[first[order]], merged[order]
+
+
 # ---------------------------------------------------------------------- the service state
 class Service:
     """The model being served and how it is replaced."""
@@ -781,7 +812,10 @@ class RecommendBatcher:
     A small catalogue is scored one user at a time inside the call, so each answer is exactly
     what ``model.recommend([user])`` gives; in a large catalogue's shared product a score can
     differ from the lone call's in the last float32 bit (the ranking only where two items are
-    that close).
+    that close). The best items are chosen by the compiled selection (the same answers as
+    NumPy's in less than half the time: 5-16% more requests/s measured on the synthetic 5M
+    model). Scoring on a worker thread instead, beside the event loop, was measured slower:
+    groups half as large, and the products' fixed cost paid twice as often.
 
     Each request keeps the snapshot it started on, so requests in flight during a reload finish
     on the old model.
@@ -854,7 +888,8 @@ class RecommendBatcher:
             idx = snap.model.user_vocab_.lookup(np.concatenate([e[3] for e in group]),
                                                 unknown="mask")
             known = idx >= 0
-            ids, scores = snap.model._recommend_rows(idx[known], n, exclude_seen)
+            ids, scores = snap.model._recommend_rows(idx[known], n, exclude_seen,
+                                                     compiled=True)
             self.metrics.batch.observe(len(group))
         except Exception as exc:  # every request of the group gets the error
             if isinstance(exc, ValueError):  # as _ask: a client's values, not a server fault
@@ -1169,8 +1204,7 @@ def create_app(model_path, *, labels=None, token=None):
         keep = idx >= 0
         values = np.asarray([float(r.rating) for r in req.ratings], dtype=np.float64)[keep]
         arr = arr[keep]
-        if np.unique(idx[keep]).size != arr.size:
-            raise _invalid(["ratings"], "each item may be rated once")
+        arr, values = _merge_repeats(arr, idx[keep], values, req.duplicates)
         folded = _ask(snap.model.fold_in, (arr, values))
         ids, scores = _ask(snap.model.recommend, folded, **rank_args(snap, req))
         if not (np.isfinite(folded.factors).all() and np.isfinite(folded.bias).all()
