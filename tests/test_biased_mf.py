@@ -39,16 +39,34 @@ def _epoch_inputs(seed=1, nu=30, ni=20, k=5, nnz=300, n_blocks=4):
     return data, state
 
 
-def test_sgd_epoch_matches_reference():
-    # the Numba epoch and the one-rating-at-a-time NumPy epoch give the same state
-    (users, items, vals, ptr), state = _epoch_inputs()
+def _relabelled_inputs(seed=1, nu=30, ni=20, nnz=300, n_blocks=4):
+    # the layout the trainer uses: users and items by position (the same ratings as
+    # _epoch_inputs with the same seed)
+    rng = np.random.default_rng(seed)
+    key = rng.choice(nu * ni, nnz, replace=False)
+    r = rng.integers(1, 6, nnz).astype(np.float32)
+    csr = mfrec.Ratings.from_indices(key // ni, key % ni, r, shape=(nu, ni)).csr
+    perm = np.random.default_rng(0)
+    perm_u = K.ordered_within_blocks(perm.permutation(nu), n_blocks)
+    perm_i = perm.permutation(ni).astype(np.int32)
+    return K.scatter_blocks(csr.indptr, csr.indices, csr.data, perm_u, perm_i, n_blocks,
+                            relabel=True)
+
+
+@pytest.mark.parametrize("relabel", [False, True])
+def test_sgd_epoch_matches_reference(relabel):
+    # the Numba epoch (over user runs) and the one-rating-at-a-time NumPy epoch (over the
+    # per-rating users) give the same state, with factors by index or by position
+    data, state = _epoch_inputs()
+    if relabel:
+        data = _relabelled_inputs()
     ref = [a.copy() for a in state]
     start = state[0].copy()
     args = [np.float32(x) for x in (3.1, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06)]
     err_k, err_r = np.zeros(16), np.zeros(16)
     with thread_context(1):
-        K.sgd_epoch(users, items, vals, ptr, 4, 1, *state, *args, err_k)
-    K.sgd_epoch_reference(users, items, vals, ptr, 4, 1, *ref, *args, err_r)
+        K.sgd_epoch(*data, 1, *state, *args, err_k)
+    K.sgd_epoch_reference(*data, 1, *ref, *args, err_r)
     for a, b in zip(state, ref):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(err_k, err_r, rtol=1e-4)
@@ -58,13 +76,13 @@ def test_sgd_epoch_matches_reference():
 def test_sgd_epoch_two_workers_close_to_reference():
     # two threads each own half the user blocks and run without barriers: same users, and the
     # result stays close to running the two workers one after the other
-    (users, items, vals, ptr), state = _epoch_inputs(seed=2, nu=300, ni=60, nnz=6000, n_blocks=8)
+    data, state = _epoch_inputs(seed=2, nu=300, ni=60, nnz=6000, n_blocks=8)
     ref = [a.copy() for a in state]
     args = [np.float32(x) for x in (3.0, 0.01, 0.01, 0.02, 0.02, 0.02, 0.02)]
     err_k, err_r = np.zeros(64), np.zeros(64)
     with thread_context(2):
-        K.sgd_epoch(users, items, vals, ptr, 8, 2, *state, *args, err_k)
-    K.sgd_epoch_reference(users, items, vals, ptr, 8, 2, *ref, *args, err_r)
+        K.sgd_epoch(*data, 2, *state, *args, err_k)
+    K.sgd_epoch_reference(*data, 2, *ref, *args, err_r)
     assert err_k.sum() == pytest.approx(err_r.sum(), rel=0.02)
     np.testing.assert_allclose(state[2], ref[2], atol=0.05)
 
@@ -81,8 +99,12 @@ def test_make_blocks_matches_reference_and_blocks_are_disjoint():
                                    np.random.default_rng(0))
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
-    users, items, vals, ptr = got
+    rows, runs, items, vals, ptr = got
+    users = K.block_users(rows, runs, ptr)
     assert ptr[0] == 0 and ptr[-1] == 500
+    assert runs.shape == (4, 52) and runs.sum() == 500
+    assert [a.dtype for a in got] == [np.int32, np.uint8, np.int32, np.float32, np.int64]
+    assert [a.dtype for a in want] == [a.dtype for a in got]
     assert sorted(zip(users, items, vals)) == sorted(
         zip(np.repeat(np.arange(52), np.diff(csr.indptr)), csr.indices, csr.data))
     blk = np.repeat(np.arange(16), np.diff(ptr))

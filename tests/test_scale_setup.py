@@ -37,20 +37,117 @@ def test_relabelled_blocks_are_the_same_entries_at_their_positions(n_blocks):
         rel = K.scatter_blocks(csr.indptr, csr.indices, csr.data, perm_u, perm_i, n_blocks,
                                threads, relabel=True)
         np.testing.assert_array_equal(rel[0], perm_u[plain[0]])
-        np.testing.assert_array_equal(rel[1], perm_i[plain[1]])
-        np.testing.assert_array_equal(rel[2], plain[2])
+        np.testing.assert_array_equal(rel[0], np.arange(csr.shape[0]))
+        np.testing.assert_array_equal(rel[1], plain[1])  # the same runs
+        np.testing.assert_array_equal(rel[2], perm_i[plain[2]])
         np.testing.assert_array_equal(rel[3], plain[3])
-    users, items, values, ptr = plain
+        np.testing.assert_array_equal(rel[4], plain[4])
+    rows, runs, items, values, ptr = plain
+    users = K.block_users(rows, runs, ptr)
     # every rating once, each in the block its user's and item's positions name
     got = sp.csr_matrix((values, (users, items)), shape=csr.shape)
     assert (got != csr).nnz == 0
     n_u, n_i = csr.shape
+    # the runs count each position's ratings per column block
+    np.testing.assert_array_equal(runs.sum(axis=0), np.diff(csr.indptr)[rows])
     for blk in range(n_blocks * n_blocks):
         a, b = divmod(blk, n_blocks)
         lo, hi = ptr[blk], ptr[blk + 1]
         assert np.all(perm_u[users[lo:hi]].astype(np.int64) * n_blocks // n_u == a)
         assert np.all(perm_i[items[lo:hi]].astype(np.int64) * n_blocks // n_i == b)
         assert np.all(np.diff(perm_u[users[lo:hi]]) >= 0)  # by position, so memory order
+        mine = np.arange(n_u) * n_blocks // n_u == a  # the positions of row block a
+        assert runs[b, mine].sum() == hi - lo  # the block is its positions' runs
+
+
+@pytest.mark.parametrize("n_blocks", [1, 3, 8])
+def test_relabelled_item_counts_are_the_column_counts_by_position(n_blocks):
+    csr = random_csr(n_blocks + 10)
+    rng = np.random.default_rng(3)
+    perm_u = K.ordered_within_blocks(rng.permutation(csr.shape[0]), n_blocks)
+    perm_i = rng.permutation(csr.shape[1]).astype(np.int32)
+    _, _, items, _, ptr = K.scatter_blocks(csr.indptr, csr.indices, csr.data, perm_u, perm_i,
+                                           n_blocks, 2, relabel=True)
+    want = np.zeros(csr.shape[1], dtype=np.int64)
+    want[perm_i] = np.bincount(csr.indices, minlength=csr.shape[1])
+    for threads in (1, 2):
+        got = K.relabelled_item_counts(items, ptr, csr.shape[1], n_blocks, threads)
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, want)
+
+
+def test_take_rows_is_numpys_gather():
+    rng = np.random.default_rng(4)
+    for n, dtype in ((5, np.float32), (3 * K._TAKE_ROWS + 7, np.float64)):
+        F = rng.normal(size=(n, 3)).astype(dtype)
+        rows = rng.permutation(n)
+        for threads in (1, 2):
+            got = K.take_rows(F, rows, threads)
+            assert got.dtype == dtype and got.flags.c_contiguous
+            np.testing.assert_array_equal(got, F[rows])
+    assert K.take_rows(np.ones((4, 2), np.float32), np.array([], dtype=np.int32)).shape == (0, 2)
+
+
+@pytest.mark.parametrize("longest, dtype", [(3, np.uint8), (255, np.uint8), (256, np.uint16),
+                                             (65535, np.uint16), (65536, np.int32)])
+def test_user_runs_take_the_narrowest_type_and_train_alike(longest, dtype):
+    # user 0 rates `longest` items, all in one block (one column block); users 1-2 a few
+    n_items = max(longest, 10)
+    rows = [np.arange(longest), np.array([1, 5]), np.array([0, 2, 9])]
+    indptr = np.concatenate([[0], np.cumsum([r.size for r in rows])])
+    indices = np.concatenate(rows).astype(np.int32)
+    values = (1 + indices % 5).astype(np.float32)
+    blocks = K.make_blocks(indptr, indices, values, n_items, 1, np.random.default_rng(0))
+    want = K.make_blocks_reference(indptr, indices, values, n_items, 1, np.random.default_rng(0))
+    assert blocks[1].dtype == dtype and want[1].dtype == dtype
+    for a, b in zip(blocks, want):
+        np.testing.assert_array_equal(a, b)
+    # the epoch walks the runs the same whatever their type
+    rng = np.random.default_rng(1)
+    start = [rng.normal(0, 0.1, s).astype(np.float32) for s in ((3, 4), (n_items, 4), 3, n_items)]
+    args = [np.float32(x) for x in (3.0, 0.01, 0.01, 0.02, 0.02, 0.02, 0.02)]
+    results = []
+    for runs in (blocks[1], blocks[1].astype(np.int32)):
+        state = [x.copy() for x in start]
+        err = np.zeros(1)
+        K.sgd_epoch(blocks[0], runs, *blocks[2:], 1, *state, *args, err, 1)
+        results.append(state + [err])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+    if longest <= 256:  # the NumPy reference, on the smaller cases
+        ref = [x.copy() for x in start] + [np.zeros(1)]
+        K.sgd_epoch_reference(*blocks, 1, *ref[:4], *args, ref[4])
+        for a, b in zip(results[0], ref):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_weighted_square_sum_matches_reference_on_any_threads():
+    rng = np.random.default_rng(8)
+    for n, k in ((1, 3), (5, 0), (2 * K._SQUARE_ROWS + 3, 4)):
+        F = rng.normal(size=(n, k)).astype(np.float32)
+        w = rng.integers(0, 9, n).astype(np.float64)
+        one = K.weighted_square_sum(F, w, 1)
+        assert one == K.weighted_square_sum(F, w, 2)
+        assert one == pytest.approx(K.weighted_square_sum_reference(F, w), rel=1e-6)
+
+
+def test_mean_rating_is_numpys_and_ignores_threads():
+    from mfrec.models.sgd import _MEAN_CHUNK, mean_rating
+    rng = np.random.default_rng(9)
+    small = rng.random(1000, dtype=np.float32)
+    assert mean_rating(small, 2) == float(small.mean(dtype=np.float64))
+    big = rng.random(2 * _MEAN_CHUNK + 5, dtype=np.float32) * 4 + 1
+    assert mean_rating(big, 1) == mean_rating(big, 2)
+    assert mean_rating(big, 2) == pytest.approx(float(big.mean(dtype=np.float64)), rel=1e-12)
+
+
+def test_scatter_blocks_refuses_users_out_of_index_order():
+    csr = random_csr(0, n_users=40)
+    perm_u = np.arange(40)[::-1].copy()  # one block: positions must rise with the index
+    with pytest.raises(ValueError, match="ordered_within_blocks"):
+        K.scatter_blocks(csr.indptr, csr.indices, csr.data, perm_u, np.arange(120), 1)
+    # the same permutation is fine split into 40 blocks of one user each
+    K.scatter_blocks(csr.indptr, csr.indices, csr.data, perm_u, np.arange(120), 40)
 
 
 def test_ordered_within_blocks_keeps_blocks_and_sorts_inside_them():
@@ -111,9 +208,24 @@ def test_standard_normal_small_is_numpys_and_large_ignores_threads():
     np.testing.assert_array_equal(one, two)
     assert one.dtype == np.float32 and one.shape == (rows, 3)
     assert abs(float(one.std()) - 0.1) < 0.002 and abs(float(one.mean())) < 0.002
-    # chunks are not copies of one another
-    c = _threads.NORMAL_CHUNK_ROWS
-    assert not np.array_equal(one[:100], one[c:c + 100])
+    other = _threads.standard_normal(np.random.default_rng(6), rows, 3, 0.1, 2)
+    assert abs(np.corrcoef(one.ravel(), other.ravel())[0, 1]) < 0.01  # the seed matters
+
+
+def test_spread_normal_matches_reference_and_looks_normal():
+    for seed, shape in ((0, (1, 1)), (2**64 - 1, (37, 5)), (12345, (3 * K._SPREAD_ROWS + 1, 2))):
+        got = K.spread_normal(seed, *shape, 0.3, 2)
+        np.testing.assert_array_equal(got, K.spread_normal_reference(seed, *shape, 0.3))
+    x = K.spread_normal(7, 200_000, 5, 1.0, 1).astype(np.float64)
+    assert abs(x.mean()) < 0.01 and abs(x.std() - 1.0) < 0.01
+    assert np.abs(x).max() <= 2 * np.sqrt(3) + 1e-6  # a sum of four uniforms: bounded
+    # neighbours (within a row, across rows) are uncorrelated; columns are alike
+    assert abs(np.corrcoef(x[:, 0], x[:, 1])[0, 1]) < 0.01
+    assert abs(np.corrcoef(x[:-1, 0], x[1:, 0])[0, 1]) < 0.01
+    np.testing.assert_allclose(x.std(axis=0), 1.0, atol=0.01)
+    # the share within one standard deviation: 0.669 for a sum of four uniforms (0.683 for a
+    # normal, 0.577 for a single uniform)
+    assert abs(float(np.mean(np.abs(x) < 1.0)) - 0.669) < 0.005
 
 
 def test_biased_mf_returns_each_users_own_state_in_index_order():

@@ -62,6 +62,16 @@ def spark():
         session.stop()
 
 
+def test_local_workers_run_this_interpreter(spark):
+    # (not whatever "python3" the PATH finds: a virtual environment run by its path, without
+    # activating it, has mfrec and pyarrow where that one may not)
+    import sys
+    if os.environ.get("PYSPARK_PYTHON") not in (None, sys.executable):
+        pytest.skip("PYSPARK_PYTHON names another interpreter")
+    ran = spark.sparkContext.parallelize([0], 1).map(lambda _: __import__("sys").executable)
+    assert ran.collect() == [sys.executable]
+
+
 @pytest.fixture(scope="module")
 def u1(ml100k_dir):
     train, test = read_ml100k_split(ml100k_dir, "u1")

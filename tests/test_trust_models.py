@@ -180,11 +180,11 @@ _REPRO = textwrap.dedent("""
         solve_rows_cg(C.indptr.astype(np.int64), C.indices, C.data, Q, bi, P, bu, mu, 0.1, True,
                       3, oi, 8)
     from mfrec.kernels.sgd import make_blocks, sgd_epoch
-    users, items, values, bp = make_blocks(R.indptr, R.indices, R.data, n_i, 8, rng)
+    blocks = make_blocks(R.indptr, R.indices, R.data, n_i, 8, rng)
     f32 = np.float32
     for _ in range(3):
-        sgd_epoch(users, items, values, bp, 8, 1, P, Q, bu, bi, f32(mu), f32(0.01), f32(0.01),
-                  f32(0.02), f32(0.02), f32(0.05), f32(0.05), np.zeros(64))
+        sgd_epoch(*blocks, 1, P, Q, bu, bi, f32(mu), f32(0.01), f32(0.01), f32(0.02),
+                  f32(0.02), f32(0.05), f32(0.05), np.zeros(64))
     print(hashlib.sha256(P.tobytes() + Q.tobytes() + bu.tobytes() + bi.tobytes()).hexdigest())
 """)
 

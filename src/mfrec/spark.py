@@ -107,7 +107,9 @@ def session(master="local[*]", *, app_name="mfrec", driver_memory="4g",
         ``local[N]``: use a few per core there.
     conf : dict, optional
         More ``spark.*`` settings (the console progress bar is off unless
-        ``spark.ui.showConsoleProgress`` says otherwise).
+        ``spark.ui.showConsoleProgress`` says otherwise). With a ``local`` master, the Python
+        workers run this interpreter (``$PYSPARK_PYTHON`` is set to it) unless
+        ``$PYSPARK_PYTHON`` names another.
 
     Returns
     -------
@@ -135,6 +137,13 @@ def session(master="local[*]", *, app_name="mfrec", driver_memory="4g",
         builder = builder.config("spark.sql.shuffle.partitions", str(int(shuffle_partitions)))
     for key, value in (conf or {}).items():
         builder = builder.config(str(key), str(value))
+    if str(master).startswith("local") and not os.environ.get("PYSPARK_PYTHON"):
+        # local workers run this interpreter, which has mfrec, NumPy and pyarrow: PySpark's
+        # default is whatever "python3" the PATH finds (another environment, when a virtual
+        # environment's Python is run by its path without activating it). PySpark reads only
+        # the variable, when the context starts.
+        import sys
+        os.environ["PYSPARK_PYTHON"] = sys.executable
     return builder.getOrCreate()
 
 

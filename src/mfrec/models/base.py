@@ -182,7 +182,9 @@ class FactorModel(BaseModel):
         self.user_items_ = ratings.csr
 
     def _set_factor_state(self, user_factors, item_factors, user_bias=None, item_bias=None,
-                          global_mean=0.0):
+                          global_mean=0.0, *, item_counts=None):
+        # item_counts: ratings per item of user_items_, when the fit has them (saves a pass over
+        # the ratings: a tenth of a second at 100M)
         # a fit whose arithmetic overflowed must fail here, never return a model that scores NaN
         self._check_finite_fit(user_factors=user_factors, item_factors=item_factors,
                                user_bias=user_bias, item_bias=item_bias, global_mean=global_mean)
@@ -203,7 +205,8 @@ class FactorModel(BaseModel):
             # with the full data) keeps whatever its initialisation left; zero it so it scores
             # with the fallback (mean + the other side's bias) instead of noise.
             empty_u = np.diff(csr.indptr) == 0
-            empty_i = column_counts(csr.indices, Q.shape[0]) == 0
+            empty_i = (column_counts(csr.indices, Q.shape[0]) if item_counts is None
+                       else np.asarray(item_counts)) == 0
             for M, b, empty in ((P, self.user_bias_, empty_u), (Q, self.item_bias_, empty_i)):
                 if empty.any():
                     M[empty] = 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._threads import standard_normal, thread_context
+from .._threads import run_blocks, standard_normal, thread_context
 from .._validation import check_float, check_int, rng_from
 from ..data import as_ratings
 from .._lazy import lazy_module
@@ -195,11 +195,12 @@ class BiasedMF(FactorModel):
     larger ``n_epochs`` to let early stopping pick it.
 
     Memory: beside the :class:`~mfrec.Ratings` (8 bytes per rating: item index and value), the
-    fit holds the ratings once more in block order (12 bytes per rating: user, item, value) and
-    the factors (4 bytes per factor and row, twice while they are put back in index order at
-    the end, after the blocked copy is freed). Measured at 100M ratings (1.82M users, 200k
-    items, k=64), the whole process peaked at 29 bytes per rating
-    (``benchmarks/results/scale.md``).
+    fit holds the ratings once more in block order (8 bytes per rating: item, value; the users
+    as runs, 1 to 4 bytes per user and block, with ``max(8, 2 * threads)`` blocks) and the factors
+    (4 bytes per factor and row, twice while they are put back in index order at the end,
+    after the blocked copy is freed). At 100M ratings (1.82M users, 200k items, k=64, 2
+    threads) the whole process peaked at 25.3 bytes per rating in an ad-hoc run (29 with the
+    earlier per-rating users; ``benchmarks/results/scale.md``).
 
     Examples
     --------
@@ -263,9 +264,10 @@ class BiasedMF(FactorModel):
         heldout = check_heldout(validation, ratings)
         rng = rng_from(self.random_state)
         self._set_data_state(ratings)
-        mu = float(ratings.values.mean(dtype=np.float64))
+        n_threads = threads_for(self.num_threads, ratings.nnz)
+        mu = mean_rating(ratings.values, n_threads)
         P, Q, bu, bi = _init_state(ratings.n_users, ratings.n_items, self.n_factors,
-                                   self.init_std, rng, threads_for(self.num_threads, ratings.nnz))
+                                   self.init_std, rng, n_threads)
         reg_f, reg_b = self.regularization, self.bias_regularization
         lr_b = self.bias_learning_rate or self.learning_rate
         train_sgd(self, ratings, P, Q, bu, bi, mu, regs=(reg_f, reg_f, reg_b, reg_b),
@@ -304,26 +306,26 @@ def train_sgd(model, ratings, P, Q, bu, bi, mu, *, regs, learning_rates, decay, 
     # below ~100K ratings per thread, starting the threads costs more than they save
     n_threads = threads_for(num_threads, nnz)
     n_blocks = max(8, 2 * n_threads)
-    perm_u = _k.ordered_within_blocks(rng.permutation(ratings.n_users), n_blocks)
-    perm_i = rng.permutation(ratings.n_items).astype(np.int32)
-    # the counts by position, for the loss's penalty terms
+    perm_u = _k.ordered_within_blocks(_permutation(rng, ratings.n_users), n_blocks)
+    perm_i = _permutation(rng, ratings.n_items)
+    # the user counts by position, for the loss's penalty terms (the items' below)
     counts_u = np.empty(ratings.n_users)
     counts_u[perm_u] = ratings.user_counts()
-    counts_i = np.empty(ratings.n_items)
-    counts_i[perm_i] = ratings.item_counts()
     if heldout is not None:
         hu, hi, hr = heldout
         heldout = (np.where(hu >= 0, perm_u[np.maximum(hu, 0)], -1),
                    np.where(hi >= 0, perm_i[np.maximum(hi, 0)], -1), hr)
     with thread_context(n_threads):
         csr = ratings.csr
-        users, items, values, block_ptr = _k.scatter_blocks(
-            csr.indptr, csr.indices, csr.data, perm_u, perm_i, n_blocks, n_threads,
-            relabel=True)
+        blocks = _k.scatter_blocks(csr.indptr, csr.indices, csr.data, perm_u, perm_i, n_blocks,
+                                   n_threads, relabel=True)
+        counts_i = _k.relabelled_item_counts(blocks[2], blocks[4], ratings.n_items, n_blocks,
+                                             n_threads).astype(np.float64)
         block_err = np.zeros(n_blocks * n_blocks)
+        # the rating range clips the held-out predictions only (a pass over the ratings)
         monitor = EpochMonitor(model, n_epochs, heldout,
                                patience if heldout is not None else None, verbose,
-                               ratings.rating_range)
+                               ratings.rating_range if heldout is not None else (None, None))
 
         def state():
             return P, Q, bu, bi, mu, lambda: (P.copy(), Q.copy(), bu.copy(), bi.copy())
@@ -331,11 +333,11 @@ def train_sgd(model, ratings, P, Q, bu, bi, mu, *, regs, learning_rates, decay, 
         try:
             epoch = -1
             for epoch in range(n_epochs):
-                _k.sgd_epoch(users, items, values, block_ptr, n_blocks, n_threads, P, Q, bu, bi,
-                             f32(mu), f32(lr_bias), f32(lr), f32(reg_bu), f32(reg_bi), f32(reg_p),
-                             f32(reg_q), block_err, n_threads)
-                penalty = (reg_p * counts_u @ _sq_rows(P)
-                           + reg_q * counts_i @ _sq_rows(Q)
+                _k.sgd_epoch(*blocks, n_threads, P, Q, bu, bi, f32(mu), f32(lr_bias), f32(lr),
+                             f32(reg_bu), f32(reg_bi), f32(reg_p), f32(reg_q), block_err,
+                             n_threads)
+                penalty = (reg_p * _k.weighted_square_sum(P, counts_u, n_threads)
+                           + reg_q * _k.weighted_square_sum(Q, counts_i, n_threads)
                            + reg_bu * counts_u @ np.square(bu.astype(np.float64))
                            + reg_bi * counts_i @ np.square(bi.astype(np.float64)))
                 loss = (block_err.sum() + penalty) / nnz
@@ -350,14 +352,43 @@ def train_sgd(model, ratings, P, Q, bu, bi, mu, *, regs, learning_rates, decay, 
                 lr_bias *= decay
         finally:
             monitor.close()
-    del users, items, values  # before the factors are copied back to index order
+    del blocks  # before the factors are copied back to index order
     model.n_epochs_ = epoch + 1
     model.best_epoch_ = None
     if monitor.best_state is not None:
         P, Q, bu, bi = monitor.best_state
         model.best_epoch_ = monitor.best_epoch
     # (rows never trained are zeroed by _set_factor_state, from the model's user_items_)
-    model._set_factor_state(P[perm_u], Q[perm_i], bu[perm_u], bi[perm_i], mu)
+    model._set_factor_state(_k.take_rows(P, perm_u, n_threads),
+                            _k.take_rows(Q, perm_i, n_threads), bu[perm_u], bi[perm_i], mu,
+                            item_counts=counts_i[perm_i])
+
+
+def mean_rating(values, n_threads=1):
+    """Mean of ``values`` in float64: ``values.mean(dtype=np.float64)`` up to ``_MEAN_CHUNK``
+    values; beyond, chunks of that size summed on threads, then in order (the same for any
+    thread count; at 100M ratings 0.04 s instead of 0.07 s on two threads)."""
+    n = values.size
+    if n <= _MEAN_CHUNK:
+        return float(values.mean(dtype=np.float64))
+    sums = np.zeros(-(-n // _MEAN_CHUNK))
+
+    def add(c):  # NumPy's reduction runs without the GIL
+        sums[c] = np.add.reduce(values[c * _MEAN_CHUNK:(c + 1) * _MEAN_CHUNK], dtype=np.float64)
+
+    run_blocks(add, (), sums.size, n_threads)
+    return float(sums.sum() / n)
+
+
+_MEAN_CHUNK = 1 << 22
+
+
+def _permutation(rng, n):
+    """``rng.permutation(n)`` as int32, the same values: shuffling 4-byte entries instead of 8
+    is a fifth faster at 1.8M users (the shuffle jumps across the array)."""
+    perm = np.arange(n, dtype=np.int32)
+    rng.shuffle(perm)
+    return perm
 
 
 def _sq_rows(F):
