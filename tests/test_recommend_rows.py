@@ -92,7 +92,9 @@ def test_select_topn_kernel_equals_its_reference(seed, m, c, n, n_nan):
     S.flat[rng.choice(S.size, min(n_nan, S.size), replace=False)] = np.nan
     seen = sp.random(m, c, density=0.3, random_state=seed, format="csr")
     rows = np.where(rng.random(m) < 0.7, np.arange(m), -1).astype(np.int64)
-    args = (rows, seen.indptr.astype(np.int64), seen.indices.astype(np.int32), n)
+    bias = rng.integers(-2, 3, c).astype(np.float32)
+    bias[rng.random(c) < 0.1] = -np.inf
+    args = (bias, rows, seen.indptr.astype(np.int64), seen.indices.astype(np.int32), n)
     want = select_topn_reference(S, *args)
     got = select_topn(S.copy(), *args)
     np.testing.assert_array_equal(got[0], want[0])

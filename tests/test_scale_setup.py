@@ -202,7 +202,7 @@ def test_standard_normal_small_is_numpys_and_large_ignores_threads():
     small = _threads.standard_normal(np.random.default_rng(5), 100, 4, 0.5, 2)
     want = np.random.default_rng(5).standard_normal((100, 4), dtype=np.float32) * np.float32(0.5)
     np.testing.assert_array_equal(small, want)
-    rows = 2 * _threads.NORMAL_CHUNK_ROWS + 17
+    rows = 2 * _threads.NUMPY_NORMAL_MAX_ROWS + 17
     one = _threads.standard_normal(np.random.default_rng(5), rows, 3, 0.1, 1)
     two = _threads.standard_normal(np.random.default_rng(5), rows, 3, 0.1, 2)
     np.testing.assert_array_equal(one, two)

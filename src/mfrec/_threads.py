@@ -184,13 +184,13 @@ def run_blocks(kernel, args, n_blocks, n_threads):
 
 
 #: arrays with more rows than this are drawn by :func:`mfrec.kernels.sgd.spread_normal`
-NORMAL_CHUNK_ROWS = 1 << 16
+NUMPY_NORMAL_MAX_ROWS = 1 << 16
 
 
 def standard_normal(rng, n_rows, n_cols, scale, n_threads):
     """A float32 array of shape (n_rows, n_cols) of normal draws times ``scale``.
 
-    Up to ``NORMAL_CHUNK_ROWS`` rows this is ``rng.standard_normal((n_rows, n_cols),
+    Up to ``NUMPY_NORMAL_MAX_ROWS`` rows this is ``rng.standard_normal((n_rows, n_cols),
     dtype=np.float32) * scale``, value for value. Larger arrays are the approximately normal
     draws of :func:`mfrec.kernels.sgd.spread_normal` (a sum of four uniforms from a counter-based
     generator) seeded by ``rng``, on ``n_threads`` threads: at 100M ratings NumPy's generator
@@ -210,7 +210,7 @@ def standard_normal(rng, n_rows, n_cols, scale, n_threads):
     """
     import numpy as np
 
-    if n_rows <= NORMAL_CHUNK_ROWS:
+    if n_rows <= NUMPY_NORMAL_MAX_ROWS:
         out = rng.standard_normal((n_rows, n_cols), dtype=np.float32)
         out *= np.float32(scale)
         return out

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["topn", "topn_reference", "select_topn", "select_topn_reference", "rank_stats", "rank_stats_reference", "sgd_fold_in",
-           "sgd_fold_in_reference"]
+__all__ = ["topn", "topn_reference", "select_topn", "select_topn_reference", "rank_stats",
+           "rank_stats_reference", "sgd_fold_in", "sgd_fold_in_reference"]
 
 _USER_BLOCK = 64
 _ITEM_TILE = 2048
@@ -80,6 +80,25 @@ def _drain(hs, hi, cnt, out_s, out_i):
         _sift_down(hs, hi, cnt, 0)
 
 
+@njit(cache=True, error_model="numpy")
+def _offer_row(row, bias, offset, hs, hi, cnt, n):
+    """Offer every ``row[j] + bias[j]`` (at index ``offset + j``) to the min-heap ``hs``/``hi``
+    of capacity ``n`` holding ``cnt`` entries; the new count.
+
+    Entries are offered in increasing index, and the heap holds only lower indices, so a later
+    score equal to the heap's worst never displaces it (ties go to the lower index): a strict
+    comparison against the worst kept score is exact. -inf and NaN never pass it.
+    """
+    thr = hs[0] if cnt == n else -np.inf
+    for j in range(row.shape[0]):
+        v = row[j] + bias[j]
+        if v > thr:
+            cnt = _push(hs, hi, cnt, n, v, offset + j)
+            if cnt == n:
+                thr = hs[0]
+    return cnt
+
+
 @njit(cache=True, parallel=True, fastmath=False, error_model="numpy")
 def topn(U, Q, item_bias, seen_indptr, seen_indices, seen_rows, cand_pos, n):
     """Best ``n`` candidates per query vector, seen items masked.
@@ -135,28 +154,14 @@ def topn(U, Q, item_bias, seen_indptr, seen_indices, seen_rows, cand_pos, n):
                         pos = g if identity else cand_pos[g]
                         if pos >= t0 and pos < t1:
                             row[pos - t0] = -np.inf
-                hsr = hs[r]
-                hir = hi[r]
-                cr = cnt[r]
-                # Items are scanned in increasing index order, so a later item with a score
-                # equal to the heap's worst never displaces it (ties go to the lower index):
-                # a strict comparison against the worst kept score is exact. -inf and NaN
-                # never pass it.
-                thr = hsr[0] if cr == n else -np.inf
-                for j in range(t1 - t0):
-                    v = row[j] + item_bias[t0 + j]
-                    if v > thr:
-                        cr = _push(hsr, hir, cr, n, v, t0 + j)
-                        if cr == n:
-                            thr = hsr[0]
-                cnt[r] = cr
+                cnt[r] = _offer_row(row, item_bias[t0:t1], t0, hs[r], hi[r], cnt[r], n)
         for r in range(bs):
             _drain(hs[r], hi[r], cnt[r], scores[u0 + r], idx[u0 + r])
     return idx, scores
 
 
 @njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
-def select_topn(S, seen_rows, seen_indptr, seen_indices, n):
+def select_topn(S, bias, seen_rows, seen_indptr, seen_indices, n):
     """Best ``n`` positions of each row of a score matrix, seen items masked; one thread.
 
     What :func:`topn` does after its products, for scores already computed (by BLAS, outside):
@@ -165,7 +170,9 @@ def select_topn(S, seen_rows, seen_indptr, seen_indices, n):
     Parameters
     ----------
     S : float32 array of shape (m, c)
-        Scores (item bias included). Modified: seen positions are set to ``-inf``.
+        Scores before the item bias. Modified: seen positions are set to ``-inf``.
+    bias : float32 array of shape (c,)
+        Added to every row (``-inf`` excludes a position for everyone).
     seen_rows : int64 array of shape (m,)
         Row of the seen CSR for each score row, or -1 for none.
     seen_indptr, seen_indices : int arrays
@@ -179,7 +186,7 @@ def select_topn(S, seen_rows, seen_indptr, seen_indices, n):
         Positions, best first, ties to the lower position; -1 where a row has fewer than ``n``
         finite scores (``-inf`` and NaN are never chosen).
     scores : float32 array of shape (m, n)
-        The scores at those positions; ``-inf`` for padding.
+        The scores (bias included) at those positions; ``-inf`` for padding.
     """
     m, c = S.shape
     idx = np.full((m, n), -1, np.int64)
@@ -192,21 +199,14 @@ def select_topn(S, seen_rows, seen_indptr, seen_indices, n):
         if su >= 0:
             for p in range(seen_indptr[su], seen_indptr[su + 1]):
                 row[seen_indices[p]] = -np.inf
-        cnt = 0
-        thr = -np.inf  # a strict comparison in increasing position: ties stay with the lower
-        for j in range(c):
-            v = row[j]
-            if v > thr:
-                cnt = _push(hs, hi, cnt, n, v, j)
-                if cnt == n:
-                    thr = hs[0]
+        cnt = _offer_row(row, bias, 0, hs, hi, 0, n)
         _drain(hs, hi, cnt, scores[r], idx[r])
     return idx, scores
 
 
-def select_topn_reference(S, seen_rows, seen_indptr, seen_indices, n):
+def select_topn_reference(S, bias, seen_rows, seen_indptr, seen_indices, n):
     """NumPy reference of :func:`select_topn` (``S`` is not modified)."""
-    S = np.array(S, dtype=np.float32)
+    S = np.asarray(S, dtype=np.float32) + np.asarray(bias, dtype=np.float32)
     m, c = S.shape
     idx = np.full((m, n), -1, np.int64)
     out = np.full((m, n), -np.inf, np.float32)

@@ -913,10 +913,10 @@ def _topn_few(U, QT, item_bias, seen_indptr, seen_indices, seen_rows, n, *, comp
         S = np.empty((m, c), np.float32)
         for r in range(m):
             np.dot(U[r], QT, out=S[r])
-    S += item_bias[None, :]
     if compiled:
         from ..kernels.topn import select_topn
-        return select_topn(S, seen_rows, seen_indptr, seen_indices, n)
+        return select_topn(S, item_bias, seen_rows, seen_indptr, seen_indices, n)
+    S += item_bias[None, :]
     idx = np.full((m, n), -1, np.int64)
     out = np.full((m, n), -np.inf, np.float32)
     for r in range(m):

@@ -100,7 +100,7 @@ class ImplicitALS(FactorModel):
     Memory: beside the :class:`~mfrec.Ratings` (8 bytes per rating), the fit holds the items'
     interactions (the transpose: 8 bytes per rating, freed after the fit) and float32 factors.
     Measured at 100M interactions (k=64), the whole process peaked at 25 bytes per rating,
-    implicit's ``AlternatingLeastSquares`` at 61 on the same data
+    implicit's ``AlternatingLeastSquares`` at 53-57 on the same data
     (``benchmarks/results/scale.md``).
 
     Examples

@@ -199,8 +199,8 @@ class BiasedMF(FactorModel):
     as runs, 1 to 4 bytes per user and block, with ``max(8, 2 * threads)`` blocks) and the factors
     (4 bytes per factor and row, twice while they are put back in index order at the end,
     after the blocked copy is freed). At 100M ratings (1.82M users, 200k items, k=64, 2
-    threads) the whole process peaked at 25.3 bytes per rating in an ad-hoc run (29 with the
-    earlier per-rating users; ``benchmarks/results/scale.md``).
+    threads) the whole process peaked at 25.0 bytes per rating (28.6 with the earlier
+    per-rating users; ``benchmarks/results/scale.md``).
 
     Examples
     --------
