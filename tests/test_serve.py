@@ -306,6 +306,8 @@ BAD = [
     ("/api/recommend/new", {"ratings": [{"item": 10, "rating": 1.5e6}]}, 422,
      "less than or equal to 1000000"),
     ("/api/recommend/new", {"ratings": [{"item": 10}], "unknown_items": "drop"}, 422, None),
+    ("/api/recommend/new", {"ratings": [{"item": 10}], "duplicates": "first"}, 422,
+     "'last', 'mean', 'sum' or 'error'"),
     ("/api/predict", {"pairs": []}, 422, None),
     ("/api/predict", {"pairs": [{"user": 1000}]}, 422, None),
     ("/api/similar/items", {"item": 9}, 404, "unknown item id 9"),
